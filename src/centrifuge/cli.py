@@ -1,0 +1,59 @@
+"""The ``centrifuge`` command. Each subcommand lives in ``centrifuge.commands.<name>`` and defines
+``add_command(subparsers)``, which registers its parser with ``func`` set to the function to run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from . import __version__, commands
+from .checkpoint import CheckpointError
+from .errors import CentrifugeError
+from .video import VideoError
+
+#: Errors that are the user's input, not our bug: one line, exit status 2, no traceback.
+USER_ERRORS = (CentrifugeError, VideoError, CheckpointError, FileNotFoundError, FileExistsError,
+               PermissionError, NotADirectoryError, IsADirectoryError, ValueError)
+ORDER = ["demo", "separate", "train", "evaluate", "experiment", "bench", "prepare"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="centrifuge",
+        description="Separate videos into layers (The Visual Centrifuge, Alayrac et al., CVPR 2019).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    names = [m.name for m in pkgutil.iter_modules(commands.__path__)]
+    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        importlib.import_module(f"{commands.__name__}.{name}").add_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{msg}: {e.filename}"
+        print(f"centrifuge: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("centrifuge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``centrifuge`` CLI, one module each (see ``centrifuge.cli``)."""

@@ -1,0 +1,48 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import CentrifugeError
+
+
+def video_paths(items: list[str]) -> list[Path]:
+    """Expand files and folders (recursive) into a list of video files; a missing path is an error."""
+    from ..data import list_videos
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = list_videos(p)
+            if not found:
+                raise CentrifugeError(f"no videos found in folder: {item}")
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise CentrifugeError(f"no such file or folder: {item}")
+    return paths
+
+
+def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
+    """Write JSON atomically; refuse to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CentrifugeError(f"{path} exists (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def add_device_args(p: Any) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision (default: bf16 on GPUs that have it, fp32 on CPU)")

@@ -1,0 +1,66 @@
+"""``centrifuge evaluate``: identity baseline vs model on blended pairs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CentrifugeError
+from ._common import add_device_args, video_paths, write_json
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="PIT loss and PSNR of a model on blended pairs, against the identity",
+                       description="Blend pairs of distinct videos (alpha = 0.5, centre window and crop) and "
+                       "report the mean permutation-invariant loss and matched-layer PSNR of the identity "
+                       "baseline and of the model.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
+    p.add_argument("--model", help="model file or run folder (default: the packaged model)")
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--pairs", type=int, help="evaluate N seeded random pairs instead of all pairs")
+    p.add_argument("--involving", nargs="+", metavar="VIDEO",
+                   help="only pairs that include at least one of these videos (e.g. a held-out split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_device_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import load_model
+    from ..evaluate import choose_pairs, evaluate_clips, format_table, load_clips
+    from ..train import autocast_dtype, pick_device
+
+    paths = video_paths(args.videos)
+    # a video named twice (e.g. a folder and a file in it) would blend with itself
+    paths = list(dict.fromkeys(p.resolve() for p in paths))
+    if len(paths) < 2:
+        raise CentrifugeError("need at least two distinct videos to make pairs")
+    involving = None
+    if args.involving:
+        wanted = {p.resolve() for p in video_paths(args.involving)}
+        involving = [i for i, p in enumerate(paths) if p in wanted]
+        if not involving:
+            raise CentrifugeError("none of the --involving videos is among the evaluated videos")
+    if args.json and not args.overwrite and Path(args.json).exists():  # fail before the slow part
+        raise CentrifugeError(f"{args.json} exists (pass --overwrite to replace it)")
+    device = pick_device(args.device)
+    model, info = load_model(args.model, device)
+    clips = load_clips(paths, args.frames, args.size)
+    pairs = choose_pairs(len(paths), args.pairs, args.seed, involving)
+    amp = autocast_dtype(args.precision, device)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device)
+    result["model"] = info["path"]
+    result["videos"] = [str(p) for p in paths]
+    result["frames"], result["size"] = args.frames, args.size
+    print(format_table(result, f"model: {info['path']}"))
+    if args.json:
+        write_json(args.json, result, overwrite=True)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,109 @@
+"""``centrifuge train``: the paper's recipe by default (preset ``paper-112``)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from ..checkpoint import CONFIG
+from ..config import TrainConfig, list_presets, load_preset
+from ..errors import CentrifugeError
+from ._common import add_device_args
+
+# flag -> TrainConfig field, for the flags that override one field
+_TRAIN_FLAGS = ["iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer", "frames",
+                "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list", "log_every",
+                "ckpt_every", "image_every", "grad_clip", "videos_per_blend"]
+_MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
+                "corrector_steps": "corrector_steps"}
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on blended video pairs",
+                       description="Train on blended pairs of videos (Sec. 4). Defaults are the paper's recipe "
+                       "(preset paper-112); flags override single fields of the preset. Under torchrun this "
+                       "runs DistributedDataParallel, one process per device.")
+    p.add_argument("data", nargs="*", help="video files or folders (Kinetics: its root folder, with --kinetics-csv)")
+    p.add_argument("--preset", default="paper-112", help=f"preset name ({', '.join(list_presets())}) or JSON file")
+    p.add_argument("--out", "-o", help="run folder for checkpoints and TensorBoard logs (default: runs/PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
+    p.add_argument("--kinetics-csv", help="official Kinetics CSV (label,youtube_id,time_start,time_end,split)")
+    p.add_argument("--kinetics-split", help="rows of this split only (default: train)")
+    p.add_argument("--file-list", help="text file with one video path per line")
+    p.add_argument("--iterations", type=int, help="iterations; the lr milestones scale with it")
+    p.add_argument("--batch-size", type=int, help="global batch size over all ranks (paper: 10)")
+    p.add_argument("--micro-batch", type=int, help="clips per forward pass (gradient accumulation)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--frames", type=int, help="clip length T")
+    p.add_argument("--size", type=int, help="crop size H = W")
+    p.add_argument("--alpha", type=float, help="blend weight of Eq. 1 (default 0.5)")
+    p.add_argument("--alpha-range", type=float, nargs=2, metavar=("A", "B"), help="sample alpha in [A, B]")
+    p.add_argument("--videos-per-blend", type=int, help="videos mixed per training example (default 2)")
+    p.add_argument("--frozen", action="store_true", help="train on frozen clips (one frame repeated, Table 3)")
+    p.add_argument("--preload", action="store_true", help="decode every video once into memory (small datasets)")
+    p.add_argument("--layers", type=int, help="number of output layers n")
+    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=None,
+                   help="predictor-corrector model")
+    p.add_argument("--corrector-steps", type=int, help="number of correction steps (paper: 1)")
+    p.add_argument("--width", type=float, help="channel width multiplier")
+    p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
+    p.add_argument("--workers", type=int, help="data-loading worker processes per rank")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--image-every", type=int)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_args(p)
+    p.set_defaults(func=run)
+
+
+def configure(args: argparse.Namespace):
+    """The (ModelConfig, TrainConfig) that ``args`` describe: the preset with flags applied."""
+    model_cfg, cfg = load_preset(args.preset)
+    for name in _TRAIN_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(cfg, name, value)
+    for flag, name in _MODEL_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(model_cfg, name, value)
+    if args.corrector is not None:
+        model_cfg.corrector = args.corrector
+    if args.alpha_range:
+        cfg.alpha_range = tuple(args.alpha_range)
+    cfg.frozen = cfg.frozen or args.frozen
+    cfg.preload = cfg.preload or args.preload
+    cfg.sync_bn = cfg.sync_bn or args.sync_bn
+    cfg.compile = cfg.compile or args.compile
+    cfg.device, cfg.precision = args.device, args.precision if args.precision != "auto" else cfg.precision
+    if args.data:
+        cfg.data = list(args.data)
+    cfg.out = args.out or f"runs/{Path(args.preset).stem}"
+    assert {f.name for f in fields(TrainConfig)} >= set(_TRAIN_FLAGS)
+    return model_cfg, cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    model_cfg, cfg = configure(args)
+    if not cfg.data and not cfg.kinetics_csv and not cfg.file_list:
+        raise CentrifugeError("no training data: give video folders/files, --kinetics-csv or --file-list")
+    for item in cfg.data:
+        if not Path(item).exists():
+            raise CentrifugeError(f"no such file or folder: {item}")
+    out = Path(cfg.out)
+    if (out / CONFIG).exists() and not (args.resume or args.overwrite):
+        raise CentrifugeError(f"{out} already holds a run: pass --resume to continue it or --overwrite")
+    state = train(model_cfg, cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"trained to step {state.get('step')}; weights in {out / 'model.safetensors'}")
+    return 0

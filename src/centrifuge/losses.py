@@ -1,0 +1,123 @@
+"""The paper's losses: Eq. 3 (L1 + gradient reconstruction loss) and Eq. 2 (permutation-invariant loss).
+
+Shapes: videos are ``[..., 3, T, H, W]``; a set of ``n`` layers is ``[B, n, 3, T, H, W]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import torch
+
+
+def _abs_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.abs().mean(dim=(-4, -3, -2, -1))
+
+
+def reconstruction_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: ``l(U, V) = 1/(2T) sum_t (||U_t - V_t||_1 + ||grad U_t - grad V_t||_1)``.
+
+    ``||.||_1`` is the mean absolute value over pixels and channels of a frame; ``grad`` is the spatial
+    gradient by forward finite differences, and its norm adds the x and y parts. Averaging the per-frame
+    terms over ``t`` and halving gives the ``1/(2T)`` factor.
+
+    Args:
+        u, v: ``[..., 3, T, H, W]`` (broadcastable).
+
+    Returns:
+        ``[...]``: one loss per video.
+    """
+    d = u - v
+    dx = d[..., :, 1:] - d[..., :, :-1]
+    dy = d[..., 1:, :] - d[..., :-1, :]
+    return 0.5 * (_abs_mean(d) + _abs_mean(dx) + _abs_mean(dy))
+
+
+def pairwise_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 between every output and every target.
+
+    Args:
+        outputs: ``[B, n, 3, T, H, W]``.
+        targets: ``[B, k, 3, T, H, W]``.
+
+    Returns:
+        ``[B, n, k]`` with entry ``[b, i, j] = l(targets[b, j], outputs[b, i])``.
+    """
+    # One target at a time keeps memory at O(B n T H W) instead of O(B n k T H W); k is small.
+    cols = [reconstruction_loss(outputs, targets[:, j : j + 1]) for j in range(targets.shape[1])]
+    return torch.stack(cols, dim=-1)
+
+
+@lru_cache(maxsize=64)
+def _assignments(n: int, k: int, device: str) -> torch.Tensor:
+    """All injective maps of ``k`` targets into ``n`` outputs: ``[P, k]`` output indices."""
+    if k > n:
+        raise ValueError(f"cannot assign {k} targets to {n} outputs")
+    return torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long, device=device)
+
+
+def pit_from_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation-invariant reduction of a pairwise loss matrix.
+
+    Args:
+        matrix: ``[B, n, k]`` (``n >= k``) as returned by :func:`pairwise_loss`.
+
+    Returns:
+        ``(loss [B], assignment [B, k])``: the smallest summed loss over injective assignments and, for each
+        target ``j``, the index of the output matched to it.
+    """
+    b, n, k = matrix.shape
+    perms = _assignments(n, k, str(matrix.device))  # [P, k]
+    cols = torch.arange(k, device=matrix.device)
+    totals = matrix[:, perms, cols].sum(dim=-1)  # [B, P]
+    loss, best = totals.min(dim=1)
+    return loss, perms[best]
+
+
+def pit_loss(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2, generalised to ``n >= k``: ``min over injective sigma of sum_j l(V_j, O_sigma(j))``.
+
+    For ``k = 2`` this is the paper's ``min_{i != j} l(V1, O_i) + l(V2, O_j)``.
+
+    Args:
+        outputs: ``[B, n, 3, T, H, W]``.
+        targets: ``[B, k, 3, T, H, W]``.
+
+    Returns:
+        ``(loss [B], assignment [B, k])``; average ``loss`` over the batch for training.
+    """
+    return pit_from_matrix(pairwise_loss(outputs, targets))
+
+
+def layer_distances(outputs: torch.Tensor) -> torch.Tensor:
+    """``[B, n, n]`` matrix of ``l(O_i, O_j)`` between the output layers of each sample (symmetric)."""
+    return pairwise_loss(outputs, outputs)
+
+
+def diversity(outputs: torch.Tensor) -> torch.Tensor:
+    """Sec. 4.2 diversity score ``min_{i != j} l(O_i, O_j)`` per sample: ``[B]``."""
+    d = layer_distances(outputs)
+    n = d.shape[-1]
+    eye = torch.eye(n, dtype=torch.bool, device=d.device)
+    return d.masked_fill(eye, float("inf")).flatten(1).min(dim=1).values
+
+
+def most_dissimilar_pair(outputs: torch.Tensor) -> torch.Tensor:
+    """Sec. 3.2: the two output layers farthest apart under Eq. 3. Returns ``[B, 2]`` indices (i < j)."""
+    d = layer_distances(outputs)
+    n = d.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=d.device).triu(1)
+    flat = d.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)
+    return torch.stack([flat // n, flat % n], dim=1)
+
+
+def identity_outputs(mix: torch.Tensor, n: int = 2) -> torch.Tensor:
+    """The identity baseline of Table 1: every output layer is the blended input. ``[B,3,T,H,W] -> [B,n,...]``."""
+    return mix.unsqueeze(1).expand(-1, n, -1, -1, -1, -1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of videos in [-1, 1], measured on pixels mapped to [0, 1]: ``[..., 3, T, H, W] -> [...]``."""
+    mse = (((a - b) / 2).clamp(-1, 1) ** 2).mean(dim=(-4, -3, -2, -1))
+    return -10 * torch.log10(mse.clamp_min(1e-10))

@@ -1,0 +1,469 @@
+"""Video I/O with PyAV (FFmpeg): probing, windowed reading, streaming and atomic H.264 writing.
+
+Frames are ``numpy.uint8`` arrays ``[T, H, W, 3]`` in RGB, upright (the container's display rotation is
+applied). Every failure in the public functions is raised as :class:`VideoError` with a message meant for
+users; raw PyAV exceptions never leak out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import av.error
+import numpy as np
+
+__all__ = ["VideoError", "VideoInfo", "probe", "read_video", "iter_frames", "VideoWriter", "write_video"]
+
+DEFAULT_FPS = 25.0
+
+# Errors PyAV raises for unreadable/unwritable media. av's FFmpegError subclasses mix in OSError types,
+# and plain OSError covers permission problems and the like raised before FFmpeg is involved.
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError)
+
+
+class VideoError(Exception):
+    """A video cannot be read or written; the message is meant for users."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Basic facts about a video file, as returned by :func:`probe`.
+
+    ``width``/``height`` are those of the upright frames (after ``rotation``). ``rotation`` is the
+    counter-clockwise angle in degrees (0, 90, 180 or 270) that :func:`read_video` rotates decoded frames by.
+    ``num_frames`` is exact when the container stores a frame count (MP4/MOV do) and otherwise an
+    estimate ``round(duration * fps)`` (MKV/WebM, some AVI).
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int
+    duration: float
+
+
+# --------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"no such file: {p}")
+    if p.is_dir():
+        raise VideoError(f"is a directory, not a video: {p}")
+    try:
+        return av.open(str(p), mode="r")
+    except av.error.InvalidDataError as e:
+        raise VideoError(f"not a video (cannot be decoded by FFmpeg): {p}") from e
+    except _AV_ERRORS as e:
+        raise VideoError(f"cannot open {p}: {e}") from e
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike[str]) -> av.VideoStream:
+    if not container.streams.video:
+        raise VideoError(f"no video stream in {path}")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise VideoError(f"no decoder for the video stream ({stream.name}) in {path}")
+    # Frame threading is much faster for H.264/HEVC than the default slice threading.
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _stream_rate(stream: av.VideoStream) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            return Fraction(rate)
+    return Fraction(DEFAULT_FPS)
+
+
+def _normalise_rotation(degrees: float) -> int:
+    """Counter-clockwise degrees snapped to a multiple of 90 in [0, 360)."""
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _metadata_rotation(stream: av.VideoStream) -> int | None:
+    # Older FFmpeg builds export the display matrix as a clockwise "rotate" tag.
+    tag = stream.metadata.get("rotate")
+    if tag is None:
+        return None
+    try:
+        return _normalise_rotation(-float(tag))
+    except ValueError:
+        return None
+
+
+def _frame_rotation(frame: av.VideoFrame, fallback: int | None) -> int:
+    rotation = frame.rotation  # counter-clockwise, from the DISPLAYMATRIX side data
+    if rotation:
+        return _normalise_rotation(rotation)
+    return fallback or 0
+
+
+def _target_size(width: int, height: int, size: int | None) -> tuple[int, int]:
+    """(width, height) with the shortest side scaled to ``size``, aspect kept."""
+    if size is None:
+        return width, height
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    scale = size / min(width, height)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    # Pin the short side exactly; rounding could otherwise leave it off by one on square-ish inputs.
+    if width <= height:
+        w = size
+    else:
+        h = size
+    return w, h
+
+
+class _Converter:
+    """Turns decoded frames into upright RGB arrays of the requested size."""
+
+    def __init__(self, width: int, height: int, rotation: int, size: int | None):
+        self.rotation = rotation
+        swap = rotation in (90, 270)
+        up_w, up_h = (height, width) if swap else (width, height)
+        self.out_w, self.out_h = _target_size(up_w, up_h, size)
+        # The scaler works on the stored (unrotated) frame, so swap the target back.
+        self.scale_w, self.scale_h = (self.out_h, self.out_w) if swap else (self.out_w, self.out_h)
+        downscale = self.scale_w * self.scale_h < width * height
+        self.interpolation = "AREA" if downscale else "BILINEAR"
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if (frame.width, frame.height) == (self.scale_w, self.scale_h):
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.reformat(
+                width=self.scale_w, height=self.scale_h, format="rgb24", interpolation=self.interpolation
+            ).to_ndarray()
+        if self.rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rotation // 90))
+        return rgb
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read the header (and decode the first frame, for rotation and to check decodability).
+
+    ``num_frames`` is an estimate from duration and frame rate when the container has no frame count.
+    """
+    container = _open_input(path)
+    try:
+        stream = _video_stream(container, path)
+        fps = float(_stream_rate(stream))
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        num_frames = stream.frames if stream.frames and stream.frames > 0 else round(duration * fps)
+
+        first = next(iter(container.decode(stream)), None)
+        if first is None:
+            raise VideoError(f"no decodable frames in {path}")
+        rotation = _frame_rotation(first, _metadata_rotation(stream))
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        if duration <= 0 and num_frames > 0:
+            duration = num_frames / fps
+        return VideoInfo(
+            path=str(path),
+            num_frames=max(int(num_frames), 1),
+            fps=fps,
+            width=width,
+            height=height,
+            rotation=rotation,
+            duration=duration,
+        )
+    except _AV_ERRORS as e:
+        raise VideoError(f"cannot read {path}: {e}") from e
+    finally:
+        container.close()
+
+
+def _decode_from(path: str | os.PathLike[str], start: int, size: int | None) -> Iterator[np.ndarray]:
+    """Upright RGB frames with index >= ``start``, seeking when the container allows it.
+
+    Frame indices count decoded frames from the beginning of the stream. After a seek the index of the
+    first decoded frame is recovered from its timestamp (``pts * time_base * fps``) and counted on from
+    there, so the result is identical to decoding from the start for constant-frame-rate video.
+    """
+    try_seek = start > 0
+    while True:
+        container = _open_input(path)
+        try:
+            stream = _video_stream(container, path)
+            rate = _stream_rate(stream)
+            time_base = stream.time_base
+            origin = stream.start_time or 0
+            seeked = False
+            if try_seek and time_base:
+                # Aim half a frame early so rounding never lands us after the wanted frame.
+                target_s = max(Fraction(0), (start - Fraction(1, 2)) / rate)
+                try:
+                    container.seek(origin + int(target_s / time_base), stream=stream, backward=True)
+                    seeked = True
+                except _AV_ERRORS:
+                    try_seek = False
+                    continue  # reopen: a failed seek may leave the demuxer anywhere
+
+            convert: _Converter | None = None
+            index = -1
+            fallback_rotation = _metadata_rotation(stream)
+            restart = False
+            for frame in container.decode(stream):
+                if index < 0 and seeked:
+                    if frame.pts is None:
+                        restart = True
+                        break
+                    index = round((frame.pts - origin) * time_base * rate)
+                    if index > start:  # overshot: the index is unreliable here
+                        restart = True
+                        break
+                else:
+                    index += 1
+                if index < start:
+                    continue  # decoded only to reach the wanted frame; skip the RGB conversion
+                if convert is None:
+                    convert = _Converter(
+                        frame.width, frame.height, _frame_rotation(frame, fallback_rotation), size
+                    )
+                yield convert(frame)
+            if restart:
+                try_seek = False
+                continue
+            return
+        except _AV_ERRORS as e:
+            raise VideoError(f"cannot decode {path}: {e}") from e
+        finally:
+            container.close()
+
+
+def _empty(path: str | os.PathLike[str], size: int | None) -> np.ndarray:
+    info = probe(path)
+    w, h = _target_size(info.width, info.height, size)
+    return np.zeros((0, h, w, 3), dtype=np.uint8)
+
+
+def read_video(
+    path: str | os.PathLike[str], start: int = 0, num_frames: int | None = None, size: int | None = None
+) -> np.ndarray:
+    """Frames ``[start, start + num_frames)`` (all remaining when ``num_frames`` is None).
+
+    Args:
+        path: video file.
+        start: index of the first frame (0-based).
+        num_frames: how many frames; fewer are returned when the video ends first.
+        size: if given, frames are resized so their shortest side is ``size`` (aspect kept).
+
+    Returns:
+        ``uint8 [T, H, W, 3]`` RGB, upright.
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if num_frames is not None and num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if num_frames == 0:
+        return _empty(path, size)
+    frames: list[np.ndarray] = []
+    gen = _decode_from(path, start, size)
+    try:
+        for frame in gen:
+            frames.append(frame)
+            if num_frames is not None and len(frames) >= num_frames:
+                break
+    finally:
+        gen.close()
+    if not frames:
+        if start == 0:
+            raise VideoError(f"no decodable frames in {path}")
+        return _empty(path, size)
+    return np.stack(frames)
+
+
+def iter_frames(
+    path: str | os.PathLike[str], size: int | None = None, batch: int = 1
+) -> Iterator[np.ndarray]:
+    """Stream a video as ``uint8 [b, H, W, 3]`` batches (``b <= batch``; only the last may be shorter).
+
+    Memory use does not depend on the video's length.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    gen = _decode_from(path, 0, size)
+    buf: list[np.ndarray] = []
+    produced = False
+    try:
+        for frame in gen:
+            buf.append(frame)
+            if len(buf) == batch:
+                produced = True
+                yield np.stack(buf)
+                buf = []
+        if buf:
+            produced = True
+            yield np.stack(buf)
+        if not produced:
+            raise VideoError(f"no decodable frames in {path}")
+    finally:
+        gen.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _rate(fps: float | Fraction) -> Fraction:
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        if not math.isfinite(fps):
+            raise ValueError(f"fps must be finite, got {fps}")
+        # Denominator 1001 recovers NTSC rates (30000/1001) from their float form exactly.
+        rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+class VideoWriter:
+    """Atomic H.264 writer, used as a context manager.
+
+    Frames go to a hidden temporary file next to ``path`` which replaces ``path`` only on a clean
+    :meth:`close`; if the ``with`` block raises, the temporary file is deleted and ``path`` is untouched.
+
+    With the default ``pix_fmt="yuv420p"`` (playable everywhere) H.264 needs even dimensions, so an odd
+    width/height is padded by repeating the last column/row: the file is then ``encoded_width x
+    encoded_height``, one pixel larger. Use ``pix_fmt="yuv444p"`` to keep odd sizes exactly.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float | Fraction,
+        width: int,
+        height: int,
+        crf: int = 18,
+        preset: str = "medium",
+        pix_fmt: str = "yuv420p",
+    ):
+        if width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive, got {width}x{height}")
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.rate = _rate(fps)
+        subsampled = pix_fmt.startswith(("yuv420", "yuvj420", "nv12"))
+        self.encoded_width = self.width + (self.width % 2 if subsampled else 0)
+        self.encoded_height = self.height + (self.height % 2 if subsampled else 0)
+        self.frames_written = 0
+        self._closed = False
+
+        suffix = self.path.suffix or ".mp4"
+        self._tmp = self.path.with_name(f".{self.path.stem}.part{suffix}")
+        container_format = None if self.path.suffix else "mp4"
+        options = {"movflags": "+faststart"} if suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format=container_format, options=options)
+        except _AV_ERRORS as e:
+            raise VideoError(f"cannot create {self.path}: {e}") from e
+        try:
+            self._stream = self._container.add_stream(
+                "libx264", rate=self.rate, options={"crf": str(crf), "preset": preset}
+            )
+            self._stream.width = self.encoded_width
+            self._stream.height = self.encoded_height
+            self._stream.pix_fmt = pix_fmt
+            self._stream.codec_context.time_base = 1 / self.rate
+        except Exception as e:
+            self._abort()
+            if isinstance(e, _AV_ERRORS):
+                raise VideoError(f"cannot set up the H.264 encoder for {self.path}: {e}") from e
+            raise
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append ``uint8`` frames ``[T, H, W, 3]`` or a single frame ``[H, W, 3]`` (RGB)."""
+        if self._closed:
+            raise VideoError(f"writer for {self.path} is closed")
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames [T, H, W, 3] or [H, W, 3], got shape {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames, got {frames.dtype}")
+        if frames.shape[1:3] != (self.height, self.width):
+            raise ValueError(
+                f"expected frames of {self.width}x{self.height}, got {frames.shape[2]}x{frames.shape[1]}"
+            )
+        pad_h, pad_w = self.encoded_height - self.height, self.encoded_width - self.width
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        try:
+            for rgb in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts = self.frames_written
+                frame.time_base = 1 / self.rate
+                self._container.mux(self._stream.encode(frame))
+                self.frames_written += 1
+        except _AV_ERRORS as e:
+            raise VideoError(f"cannot encode {self.path}: {e}") from e
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file into place."""
+        if self._closed:
+            return
+        if self.frames_written == 0:
+            self._abort()
+            raise VideoError(f"no frames were written to {self.path}")
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+        except _AV_ERRORS as e:
+            self._abort()
+            raise VideoError(f"cannot finish {self.path}: {e}") from e
+        self._closed = True
+        os.replace(self._tmp, self.path)
+
+    def _abort(self) -> None:
+        """Drop the temporary file; the final path is never touched."""
+        self._closed = True
+        try:
+            self._container.close()
+        except Exception:  # already failing; the container may be half set up
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+
+def write_video(
+    path: str | os.PathLike[str], frames: np.ndarray, fps: float | Fraction, crf: int = 18
+) -> None:
+    """Write ``uint8 [T, H, W, 3]`` RGB frames to an H.264 file (atomically, see :class:`VideoWriter`)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got shape {frames.shape}")
+    with VideoWriter(path, fps, frames.shape[2], frames.shape[1], crf=crf) as writer:
+        writer.write(frames)

@@ -1,0 +1,90 @@
+"""Tiny synthetic videos for tests (import with ``from helpers import make_video``)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def make_frames(
+    frames: int = 16, width: int = 64, height: int = 48, seed: int = 0, pattern: str = "moving"
+) -> np.ndarray:
+    """``uint8 [frames, height, width, 3]`` test content.
+
+    ``pattern``: ``"moving"`` (a seed-coloured gradient with a bright square moving right/down one step per
+    frame, so every frame differs), ``"static"`` (the first moving frame repeated) or ``"noise"``.
+    """
+    rng = np.random.default_rng(seed)
+    if pattern == "noise":
+        return rng.integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
+    if pattern not in ("moving", "static"):
+        raise ValueError(f"unknown pattern {pattern!r}")
+    base_colour = rng.integers(40, 200, size=3)
+    yy, xx = np.mgrid[0:height, 0:width]
+    gradient = (xx / max(width - 1, 1) * 0.5 + yy / max(height - 1, 1) * 0.5)[..., None]
+    base = (gradient * base_colour).astype(np.float64)
+    out = np.empty((frames, height, width, 3), dtype=np.uint8)
+    side = max(4, min(width, height) // 4)
+    for t in range(frames):
+        step = 0 if pattern == "static" else t
+        img = base.copy()
+        x0 = (2 * step) % max(width - side, 1)
+        y0 = step % max(height - side, 1)
+        img[y0 : y0 + side, x0 : x0 + side] = (255, 255 - 8 * (seed % 8), 64)
+        out[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
+
+
+def make_video(
+    path: str | Path,
+    frames: int = 16,
+    width: int = 64,
+    height: int = 48,
+    fps: float | Fraction = 25,
+    seed: int = 0,
+    pattern: str = "moving",
+    gop: int | None = None,
+    rotation: int = 0,
+) -> np.ndarray:
+    """Write a tiny H.264 video (near-lossless, ``crf=1``) and return the frames that went in.
+
+    ``gop`` sets the keyframe interval (so seeking can be exercised); ``rotation`` stores a
+    counter-clockwise display rotation in the container (the pixels are written unrotated).
+    """
+    data = make_frames(frames, width, height, seed, pattern)
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+    options = {"crf": "1", "preset": "ultrafast"}
+    if gop is not None:
+        options.update({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, rgb in enumerate(data):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return data
+
+
+def make_audio_only(path: str | Path, seconds: float = 0.5, sample_rate: int = 16000) -> None:
+    """Write a file with a single AAC audio stream and no video."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        stream.layout = "mono"
+        n = int(seconds * sample_rate)
+        t = np.arange(n) / sample_rate
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        frame_size = 1024
+        for i in range(0, n, frame_size):
+            frame = av.AudioFrame.from_ndarray(samples[:, i : i + frame_size], format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

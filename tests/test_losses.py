@@ -1,0 +1,94 @@
+import torch
+
+from centrifuge.blend import blend, mix
+from centrifuge.losses import (
+    pit_from_matrix,
+    diversity,
+    identity_outputs,
+    most_dissimilar_pair,
+    pairwise_loss,
+    pit_loss,
+    psnr,
+    reconstruction_loss,
+)
+
+
+def _videos(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=g) * 2 - 1
+
+
+def test_reconstruction_loss_matches_definition():
+    u, v = _videos(2, 3, 4, 6, 5, seed=1), _videos(2, 3, 4, 6, 5, seed=2)
+    d = u - v
+    per_frame = []
+    for t in range(4):
+        dt = d[:, :, t]
+        gx = (dt[..., :, 1:] - dt[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        gy = (dt[..., 1:, :] - dt[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        per_frame.append(dt.abs().mean(dim=(1, 2, 3)) + gx + gy)
+    expected = torch.stack(per_frame).sum(0) / (2 * 4)
+    torch.testing.assert_close(reconstruction_loss(u, v), expected)
+    assert torch.all(reconstruction_loss(u, u) == 0)
+
+
+def test_pit_zero_for_perfect_outputs_and_order_invariant():
+    targets = _videos(3, 2, 3, 4, 8, 8)
+    noise = _videos(3, 2, 3, 4, 8, 8, seed=5) * 0.1
+    outputs = torch.cat([targets + noise, _videos(3, 2, 3, 4, 8, 8, seed=9)], dim=1)  # n = 4
+    loss, assign = pit_loss(outputs, targets)
+    for perm in ([3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]):
+        loss_p, assign_p = pit_loss(outputs[:, perm], targets)
+        torch.testing.assert_close(loss, loss_p)
+        torch.testing.assert_close(torch.tensor(perm)[assign_p], assign)
+    zero, best = pit_loss(targets[:, [1, 0]], targets)
+    assert torch.all(zero == 0)
+    assert best.tolist() == [[1, 0]] * 3
+
+
+def test_pit_is_min_over_injective_assignments():
+    torch.manual_seed(0)
+    m = torch.rand(4, 5, 3)
+    loss, assign = pit_from_matrix(m)
+    for b in range(4):
+        brute = min(m[b, i, 0] + m[b, j, 1] + m[b, k, 2]
+                    for i in range(5) for j in range(5) for k in range(5) if len({i, j, k}) == 3)
+        torch.testing.assert_close(loss[b], brute)
+        assert len(set(assign[b].tolist())) == 3
+        torch.testing.assert_close(m[b, assign[b], torch.arange(3)].sum(), loss[b])
+
+
+def test_identity_baseline_closed_form():
+    # With O1 = O2 = (V1 + V2) / 2, each target is off by (V1 - V2) / 2, and Eq. 3 is 1-homogeneous,
+    # so the PIT loss equals l(V1, V2).
+    v1, v2 = _videos(2, 3, 5, 9, 7, seed=3), _videos(2, 3, 5, 9, 7, seed=4)
+    v = blend(v1, v2, 0.5)
+    loss, _ = pit_loss(identity_outputs(v, 2), torch.stack([v1, v2], 1))
+    torch.testing.assert_close(loss, reconstruction_loss(v1, v2))
+
+
+def test_blend_and_mix():
+    v1, v2 = _videos(3, 2, 4, 4, seed=1), _videos(3, 2, 4, 4, seed=2)
+    torch.testing.assert_close(blend(v1, v2, 0.25), 0.75 * v1 + 0.25 * v2)
+    stack = torch.stack([v1, v2], 0)
+    torch.testing.assert_close(mix(stack, torch.tensor([0.75, 0.25])), 0.75 * v1 + 0.25 * v2)
+    three = torch.stack([v1, v2, -v1], 0)
+    torch.testing.assert_close(mix(three), (v1 + v2 - v1) / 3)
+
+
+def test_diversity_and_most_dissimilar():
+    base = _videos(1, 3, 2, 6, 6)
+    outs = torch.stack([base, base + 0.01, -base, base + 0.5], dim=1)
+    d = pairwise_loss(outs, outs)
+    assert d.shape == (1, 4, 4)
+    torch.testing.assert_close(diversity(outs), d[:, 0, 1])
+    i, j = most_dissimilar_pair(outs)[0].tolist()
+    assert {i, j} == {2, 3} or d[0, i, j] == d[0].max()
+    assert d[0, i, j] == d[0].max()
+
+
+def test_psnr_range():
+    v = _videos(1, 3, 2, 8, 8)
+    assert torch.isinf(psnr(v, v)).item() is False  # clamped, finite
+    assert psnr(v, v).item() > 90
+    assert abs(psnr(torch.ones(1, 3, 1, 2, 2), -torch.ones(1, 3, 1, 2, 2)).item()) < 1e-5  # full-range error: 0 dB
