@@ -2,11 +2,11 @@ import torch
 
 from centrifuge.blend import blend, mix
 from centrifuge.losses import (
-    pit_from_matrix,
     diversity,
     identity_outputs,
     most_dissimilar_pair,
     pairwise_loss,
+    pit_from_matrix,
     pit_loss,
     psnr,
     reconstruction_loss,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .model import ModelConfig, build_model
@@ -96,7 +96,7 @@ def read_model_info(path: str | Path | None = None) -> tuple[ModelConfig, dict[s
             meta = f.metadata() or {}
         cfg = ModelConfig.from_dict(json.loads(meta["centrifuge_config"]))
         info = json.loads(meta.get("centrifuge_info", "{}"))
-    except (SafetensorsError, OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"not a centrifuge model (unreadable checkpoint): {p} ({type(e).__name__})") from e
     return cfg, info, p
 
@@ -112,7 +112,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     try:
         state = load_file(str(p))
         model.load_state_dict(state)
-    except (SafetensorsError, OSError, RuntimeError) as e:
+    except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"unreadable checkpoint: {p} ({str(e).splitlines()[0][:200]})") from e
     model.to(device).eval()
     return model, {"config": cfg.to_dict(), "path": str(p), **info}
@@ -127,6 +127,6 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module,
         unwrap(model).load_state_dict(load_file(str(run_dir / WEIGHTS)))
         if optimizer is not None and (run_dir / OPTIMIZER).exists():
             optimizer.load_state_dict(torch.load(run_dir / OPTIMIZER, map_location="cpu", weights_only=True))
-    except (SafetensorsError, OSError, RuntimeError, ValueError) as e:
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"cannot resume from {run_dir}: {str(e).splitlines()[0][:200]}") from e
     return state

@@ -1,0 +1,187 @@
+"""Tests for the I3D encoder, U-Net decoder, predictor and predictor-corrector (tiny widths, CPU)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+from centrifuge.model import (
+    VALID_ENDPOINTS,
+    I3DEncoder,
+    InceptionBlock,
+    MaxPool3dSame,
+    ModelConfig,
+    Predictor,
+    PredictorCorrector,
+    Unit3D,
+    build_model,
+    conv_depth,
+)
+
+W = 0.125  # tiny channel width keeps every test fast
+ENDPOINTS = ("Mixed_3c", "Mixed_4f", "Mixed_5c")
+SIZES = ((5, 33, 47), (9, 20, 70))
+
+
+@functools.cache
+def _predictor(n: int, final_endpoint: str) -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(n, 3, W, final_endpoint).eval()
+
+
+@functools.cache
+def _predictor_corrector(n: int, final_endpoint: str) -> PredictorCorrector:
+    torch.manual_seed(0)
+    return PredictorCorrector(n, W, final_endpoint).eval()
+
+
+@pytest.mark.parametrize("endpoint,depth", [("Mixed_3c", 7), ("Mixed_4f", 17), ("Mixed_5c", 21)])
+def test_conv_depth_matches_table_4(endpoint: str, depth: int) -> None:
+    encoder = I3DEncoder(width=W, final_endpoint=endpoint)
+    assert conv_depth(encoder) == depth
+    assert conv_depth(_predictor(2, endpoint)) == depth
+
+
+def test_conv_depth_counts_modules() -> None:
+    assert conv_depth(Unit3D(4, 4, 3)) == 1
+    assert conv_depth(MaxPool3dSame(3, 2)) == 0
+    assert conv_depth(InceptionBlock(8, [4, 4, 4, 4, 4, 4])) == 2
+
+
+def test_encoder_layout_full_width() -> None:
+    enc = I3DEncoder()
+    assert tuple(enc.endpoints) == VALID_ENDPOINTS
+    expected = {"Conv3d_1a_7x7": 64, "Conv3d_2c_3x3": 192, "Mixed_3b": 256, "Mixed_3c": 480,
+                "Mixed_4b": 512, "Mixed_4e": 528, "Mixed_4f": 832, "Mixed_5b": 832, "Mixed_5c": 1024}
+    assert {k: enc.channels[k] for k in expected} == expected
+    assert enc.strides["Conv3d_1a_7x7"] == (2, 2, 2)
+    assert enc.strides["Conv3d_2c_3x3"] == (2, 4, 4)
+    assert enc.strides["Mixed_3c"] == (2, 8, 8)
+    assert enc.strides["Mixed_4f"] == (4, 16, 16)
+    assert enc.total_stride == (8, 32, 32)
+    assert enc.output_endpoints == ("Conv3d_1a_7x7", "Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c")
+
+
+def test_encoder_stops_at_final_endpoint_and_sizes_are_same_padded() -> None:
+    enc = I3DEncoder(width=W, final_endpoint="Mixed_4f").eval()
+    assert list(enc.endpoints)[-1] == "Mixed_4f"
+    size = (9, 33, 47)
+    with torch.no_grad():
+        out = enc(torch.randn(1, 3, *size))
+    assert tuple(out) == ("Conv3d_1a_7x7", "Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f")
+    for name, feat in out.items():
+        expected = tuple(math.ceil(n / s) for n, s in zip(size, enc.strides[name], strict=True))
+        assert feat.shape == (1, enc.channels[name], *expected)
+
+
+def test_same_padding_maxpool_ignores_padding() -> None:
+    x = -1.0 - torch.rand(1, 2, 4, 7, 8)  # all negative: a zero-padded pool would output 0 at borders
+    y = MaxPool3dSame((1, 3, 3), (1, 2, 2))(x)
+    assert y.shape == (1, 2, 4, 4, 4)
+    assert y.max() <= -1.0
+
+
+def test_unknown_endpoint_raises() -> None:
+    with pytest.raises(ValueError, match="final_endpoint"):
+        I3DEncoder(final_endpoint="Logits")
+
+
+@pytest.mark.parametrize("final_endpoint", ENDPOINTS)
+@pytest.mark.parametrize("n", [2, 4])
+def test_output_shapes_any_size(final_endpoint: str, n: int) -> None:
+    pred, pc = _predictor(n, final_endpoint), _predictor_corrector(n, final_endpoint)
+    for size in SIZES:
+        x = torch.rand(1, 3, *size) * 2 - 1
+        with torch.no_grad():
+            assert pred(x).shape == (1, n, 3, *size)
+            assert pc(x).shape == (1, n, 3, *size)
+
+
+def test_pad_input_variant_shape() -> None:
+    torch.manual_seed(0)
+    model = Predictor(2, 3, W, "Mixed_4f", pad_input=True).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 5, 33, 47)).shape == (2, 2, 3, 5, 33, 47)
+
+
+def test_wrong_input_channels_raises() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        _predictor(2, "Mixed_3c")(torch.rand(1, 6, 4, 16, 16))
+
+
+def test_untrained_output_is_near_grey() -> None:
+    torch.manual_seed(0)
+    model = Predictor(2, 3, W, "Mixed_3c").train()
+    out = model(torch.rand(2, 3, 4, 24, 24) * 2 - 1)
+    assert out.abs().max() < 0.05
+
+
+def test_predictor_corrector_steps() -> None:
+    torch.manual_seed(0)
+    model = PredictorCorrector(n_layers=2, width=W, final_endpoint="Mixed_3c", corrector_steps=2).eval()
+    nets = [model.predictor, *model.correctors]
+    assert len(nets) == 3
+    assert nets[0].in_channels == 3 and all(c.in_channels == 6 for c in nets[1:])
+    # Distinct weights: no shared tensors, and the two correctors (same shapes) differ in value.
+    ptrs = [{p.data_ptr() for p in net.parameters()} for net in nets]
+    assert not (ptrs[0] & ptrs[1]) and not (ptrs[0] & ptrs[2]) and not (ptrs[1] & ptrs[2])
+    w1 = nets[1].encoder.endpoints["Conv3d_1a_7x7"].conv3d.weight
+    w2 = nets[2].encoder.endpoints["Conv3d_1a_7x7"].conv3d.weight
+    assert not torch.equal(w1, w2)
+
+    x = torch.rand(1, 3, 5, 20, 28) * 2 - 1
+    with torch.no_grad():
+        outs = model(x, return_all=True)
+        final = model(x)
+        delta1 = model.correctors[0](outs[0].flatten(1, 2))
+        delta2 = model.correctors[1](outs[1].flatten(1, 2))
+    assert len(outs) == 3
+    torch.testing.assert_close(outs[1] - outs[0], delta1)
+    torch.testing.assert_close(outs[2], outs[0] + delta1 + delta2)
+    torch.testing.assert_close(final, outs[-1])
+
+
+def test_gradients_reach_predictor_and_corrector() -> None:
+    torch.manual_seed(0)
+    model = PredictorCorrector(n_layers=2, width=W, final_endpoint="Mixed_3c").train()
+    target = torch.rand(2, 2, 3, 4, 16, 16) * 2 - 1
+    out = model(torch.rand(2, 3, 4, 16, 16) * 2 - 1)
+    (out - target).abs().mean().backward()
+    for part in (model.predictor, model.correctors[0]):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_channels_last_matches_contiguous() -> None:
+    model = _predictor(2, "Mixed_3c")
+    x = torch.rand(1, 3, 5, 20, 28) * 2 - 1
+    cl = torch.channels_last_3d
+    with torch.no_grad():
+        ref = model(x)
+        out = model.to(memory_format=cl)(x.contiguous(memory_format=cl))
+    model.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_model_config_round_trip() -> None:
+    cfg = ModelConfig(n_layers=4, corrector=True, corrector_steps=2, width=W, final_endpoint="Mixed_3c")
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    model = build_model(again.to_dict())
+    assert isinstance(model, PredictorCorrector) and len(model.correctors) == 2
+    assert model.n_layers == 4
+    assert isinstance(build_model(ModelConfig(width=W, final_endpoint="Mixed_3c")), Predictor)
+    assert ModelConfig.from_dict({}) == ModelConfig()
+
+
+def test_model_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown ModelConfig keys: bogus, extra"):
+        ModelConfig.from_dict({"n_layers": 2, "extra": 1, "bogus": 2})
+    with pytest.raises(ValueError, match="final_endpoint"):
+        ModelConfig(final_endpoint="Mixed_9z")
+    with pytest.raises(ValueError, match="n_layers"):
+        ModelConfig(n_layers=0)
