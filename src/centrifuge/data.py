@@ -547,9 +547,15 @@ class BlendDataset(Dataset):
         return _item(clips, _weights(self.k, alpha), chosen)
 
 
-def all_pairs(n: int, max_pairs: int | None = None, seed: int = 0) -> list[tuple[int, int]]:
-    """All unordered pairs ``(i, j)``, ``i < j < n``, or a seeded subset of ``max_pairs`` of them (sorted)."""
+def all_pairs(
+    n: int, max_pairs: int | None = None, seed: int = 0, involving: Sequence[int] | None = None
+) -> list[tuple[int, int]]:
+    """All unordered pairs ``(i, j)``, ``i < j < n`` (only those that include an index of ``involving`` when
+    given, e.g. a held-out split), or a seeded subset of ``max_pairs`` of them (sorted)."""
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if involving is not None:
+        keep = set(involving)
+        pairs = [p for p in pairs if keep & set(p)]
     if max_pairs is not None and max_pairs < len(pairs):
         pairs = sorted(random.Random(f"pairs:{seed}").sample(pairs, max_pairs))
     return pairs

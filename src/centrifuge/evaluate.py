@@ -8,7 +8,6 @@ Outputs are clipped to the valid pixel range [-1, 1], as they are when written t
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,21 +16,11 @@ from typing import Any
 import torch
 
 from .blend import blend
-from .data import ClipSpec, sample_clip, to_model
+from .data import ClipSpec, all_pairs, sample_clip, to_model
 from .losses import identity_outputs, pit_loss, psnr
 
-
-def choose_pairs(n: int, max_pairs: int | None = None, seed: int = 0,
-                 involving: Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """All unordered pairs ``i < j`` of ``n`` videos (only those touching ``involving`` when given), or a
-    seeded subset of ``max_pairs`` of them."""
-    pairs = list(itertools.combinations(range(n), 2))
-    if involving is not None:
-        keep = set(involving)
-        pairs = [p for p in pairs if keep & set(p)]
-    if max_pairs is not None and max_pairs < len(pairs):
-        pairs = sorted(random.Random(seed).sample(pairs, max_pairs))
-    return pairs
+#: Pairs of video indices to evaluate (all, those touching a held-out set, or a seeded subset).
+choose_pairs = all_pairs
 
 
 def load_clips(paths: Sequence[str | Path], frames: int, size: int) -> torch.Tensor:

@@ -1,0 +1,79 @@
+"""`centrifuge evaluate` end to end on tiny generated videos, and the CLI's handling of bad input."""
+
+import json
+
+import pytest
+from helpers import make_audio_only, make_video
+
+from centrifuge.checkpoint import save_weights
+from centrifuge.cli import main
+from centrifuge.evaluate import evaluate_clips, load_clips
+from centrifuge.model import ModelConfig, build_model
+
+
+@pytest.fixture
+def videos(tmp_path):
+    paths = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for i, p in enumerate(paths):
+        make_video(p, frames=10, width=40, height=32, seed=i)
+    return [str(p) for p in paths]
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    cfg = ModelConfig(n_layers=2, width=0.125)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, build_model(cfg), cfg)
+    return str(path)
+
+
+def test_evaluate_cli_json(videos, model_file, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for key in ("identity_loss", "model_loss", "ratio", "psnr_db", "identity_psnr_db", "pairs"):
+        assert key in res
+    assert res["pairs"] == 3
+    assert res["ratio"] == pytest.approx(res["model_loss"] / res["identity_loss"])
+    assert "model / identity" in capsys.readouterr().out
+    # the same figures from the Python API
+    clips = load_clips(videos, 4, 32)
+    from centrifuge.checkpoint import load_model
+
+    model, _ = load_model(model_file)
+    again = evaluate_clips(model, clips, [(0, 1), (0, 2), (1, 2)])
+    assert again["model_loss"] == pytest.approx(res["model_loss"], rel=1e-5)
+    # an existing JSON is not overwritten without being asked
+    assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out)]) == 2
+    assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--pairs", "1",
+                 "--involving", videos[2], "--json", str(out), "--overwrite"]) == 0
+    res = json.loads(out.read_text())
+    assert res["pairs"] == 1
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("centrifuge: error:"), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_bad_inputs_exit_2(videos, model_file, tmp_path, capsys):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    audio = tmp_path / "audio.m4a"
+    make_audio_only(audio)
+    bad_model = tmp_path / "bad.safetensors"
+    bad_model.write_bytes(b"\x00" * 64)
+    cases = {
+        "missing file": [videos[0], str(tmp_path / "missing.mp4")],
+        "not a video": [videos[0], str(text)],
+        "no video stream": [videos[0], str(audio)],
+    }
+    for name, vids in cases.items():
+        assert main(["evaluate", *vids, "--model", model_file, "--frames", "4", "--size", "32"]) == 2, name
+        _one_error_line(capsys)
+    assert main(["evaluate", *videos, "--model", str(bad_model), "--frames", "4", "--size", "32"]) == 2
+    assert "checkpoint" in _one_error_line(capsys)
+    assert main(["evaluate", *videos, "--model", str(tmp_path / "nope.safetensors")]) == 2
+    _one_error_line(capsys)
