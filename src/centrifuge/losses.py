@@ -54,7 +54,9 @@ def _assignments(n: int, k: int, device: str) -> torch.Tensor:
     """All injective maps of ``k`` targets into ``n`` outputs: ``[P, k]`` output indices."""
     if k > n:
         raise ValueError(f"cannot assign {k} targets to {n} outputs")
-    return torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long, device=device)
+    # Cached across calls: an inference tensor (made under inference_mode) would break later training steps.
+    with torch.inference_mode(False):
+        return torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long, device=device)
 
 
 def pit_from_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,18 @@
 """Training (Sec. 4.1): SGD on blended pairs with the permutation-invariant loss.
 
-One process, or one process per device under ``torchrun`` (DDP straight from its environment variables).
+One process, or one process per device under ``torchrun`` (DistributedDataParallel set up from torchrun's
+environment variables; NCCL on GPUs, gloo on CPU).
+
 Batches are a pure function of the step: item ``i`` of the global batch at step ``s`` is dataset index
-``s * batch_size + i``, and rank ``r`` takes its slice of it. So a resumed run sees exactly the batches an
-uninterrupted run would, and N ranks see the same global batch as one process.
+``s * batch_size + i``, and rank ``r`` of ``N`` takes items ``r * batch_size / N`` onwards. Each item's
+randomness (videos, window, crop, flip, alpha) comes from its dataset index alone, never from the rank. So a
+resumed run sees exactly the batches an uninterrupted run would, and ``N`` ranks see the same global batch
+as one process. Gradients are averaged over the ranks (DDP) and over the micro-batches of a rank (gradient
+accumulation), so the update equals that of one process with the same global batch and micro-batch.
+
+A checkpoint (weights, optimizer state, step, config) holds nothing per rank: it resumes under any number of
+ranks. Only rank 0 writes the run folder (checkpoints, TensorBoard logs); it also reads it on resume and
+sends the state to the other ranks, so other machines need not see the run folder.
 """
 
 from __future__ import annotations
@@ -12,19 +21,21 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, nullcontext
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import CONFIG, load_training_state, save_checkpoint, unwrap
+from .checkpoint import CONFIG, CheckpointError, load_training_state, save_checkpoint, unwrap
 from .config import TrainConfig, config_to_dict, train_config_from_dict
 from .data import BlendDataset, ClipSpec, from_model
 from .losses import pit_loss
@@ -33,31 +44,68 @@ from .perf import count_flops, measure_peak_flops
 
 log = logging.getLogger("centrifuge")
 
+#: How long a collective (or the rendezvous) may wait for the other ranks before it fails. It bounds the
+#: time a rank can hang when another one died outside torchrun (torchrun itself stops the others at once).
+DIST_TIMEOUT = timedelta(minutes=30)
+
+#: ``TrainConfig`` fields that may change when a run is resumed. They do not change which clips are seen or
+#: how the loss is defined: where the data and the run live, how the global batch is split into forward
+#: passes, devices and logging. ``iterations`` may change too: it extends (or shortens) the run, and the
+#: learning-rate milestones scale with it. ``micro_batch`` and ``sync_bn`` change which clips share
+#: BatchNorm statistics (see docs/distributed.md), ``precision`` the arithmetic; all three may have to
+#: change with the hardware, so they are allowed.
+RESUME_FIELDS = frozenset({
+    "data", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers", "preload", "device",
+    "precision", "sync_bn", "compile", "log_every", "ckpt_every", "image_every", "val_every", "val_pairs",
+})
+
+T = TypeVar("T")
+
 
 @dataclass
 class Distributed:
-    """Process-group facts read from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
+    """Process-group facts read from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+
+    ``enabled`` is True when there is more than one rank; a single rank (plain ``python``, or ``torchrun``
+    with one process) trains without a process group.
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     enabled: bool = False
+    backend: str = ""
 
     @classmethod
     def from_env(cls, device: str) -> Distributed:
-        if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 1:
+        """Join the process group torchrun describes (``device``: the ``--device`` flag); else one process."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if "RANK" not in os.environ or world_size <= 1:
             return cls()
-        d = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)), True)
-        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        d = cls(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")), True)
+        if device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"--device {device} under torchrun: use auto, cuda or cpu "
+                             "(each rank takes the GPU of its LOCAL_RANK)")
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         if use_cuda:
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda, but CUDA is not available")
+            if d.local_rank >= torch.cuda.device_count():
+                raise ValueError(f"LOCAL_RANK {d.local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
+                                 "start at most one process per GPU (--nproc_per_node)")
             torch.cuda.set_device(d.local_rank)
+        d.backend = "nccl" if use_cuda else "gloo"
         if not torch_dist.is_initialized():
-            torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            torch_dist.init_process_group(backend=d.backend, timeout=DIST_TIMEOUT)
         return d
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def close(self) -> None:
+        if self.enabled and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
 
 
 def pick_device(name: str, dist: Distributed | None = None) -> torch.device:
@@ -75,16 +123,24 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def split_batch(batch_size: int, world_size: int, micro_batch: int | None) -> tuple[int, int, int]:
+    """``(per-rank batch, micro-batch, accumulation steps)`` for a global batch over ``world_size`` ranks."""
+    if batch_size < 1 or batch_size % world_size:
+        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks; "
+                         f"choose a multiple of {world_size} (--batch-size) or another number of ranks")
+    local = batch_size // world_size
+    micro = min(micro_batch or local, local)
+    if micro < 1 or local % micro:
+        raise ValueError(f"per-rank batch {local} (= {batch_size} / {world_size} ranks) is not divisible by "
+                         f"micro-batch {micro}")
+    return local, micro, local // micro
+
+
 class StepBatchSampler(Sampler[list[int]]):
     """Yields this rank's micro-batches of dataset indices, step after step, from ``start_step``."""
 
     def __init__(self, cfg: TrainConfig, start_step: int, dist: Distributed) -> None:
-        if cfg.batch_size % dist.world_size:
-            raise ValueError(f"batch size {cfg.batch_size} is not divisible by {dist.world_size} ranks")
-        self.local = cfg.batch_size // dist.world_size
-        self.micro = min(cfg.micro_batch or self.local, self.local)
-        if self.local % self.micro:
-            raise ValueError(f"per-rank batch {self.local} is not divisible by micro-batch {self.micro}")
+        self.local, self.micro, self.accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
         self.cfg, self.start, self.rank = cfg, start_step, dist.rank
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -94,7 +150,7 @@ class StepBatchSampler(Sampler[list[int]]):
                 yield list(range(first + m, first + m + self.micro))
 
     def __len__(self) -> int:
-        return (self.cfg.iterations - self.start) * (self.local // self.micro)
+        return max(0, self.cfg.iterations - self.start) * self.accum
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -122,6 +178,68 @@ def training_videos(cfg: TrainConfig) -> list[Path]:
     return paths
 
 
+def read_run_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """The model and training configs and the saved state (``step``, ``loss``...) of a run folder."""
+    path = Path(run_dir) / CONFIG
+    try:
+        state = json.loads(path.read_text())
+        return ModelConfig.from_dict(state["model"]), train_config_from_dict(state["train"]), state
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot resume from {run_dir}: unreadable {CONFIG} ({e})") from e
+
+
+def resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """The config a resumed run continues with: ``saved``, with the :data:`RESUME_FIELDS` of ``given``."""
+    return replace(saved, **{f: getattr(given, f) for f in RESUME_FIELDS})
+
+
+def changed_fields(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """Fields outside :data:`RESUME_FIELDS` in which ``given`` differs from ``saved``."""
+    a, b = asdict(saved), asdict(given)
+    return [f.name for f in fields(TrainConfig)
+            if f.name not in RESUME_FIELDS and _norm(a[f.name]) != _norm(b[f.name])]
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _on_rank0(dist: Distributed, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and hand its result to every rank; its exception is raised on every rank."""
+    result: Any = None
+    error: BaseException | None = None
+    if dist.is_main:
+        try:
+            result = fn()
+        except Exception as e:  # sent to the other ranks, so that all of them stop with the same error
+            error = e
+    if dist.enabled:
+        if error is not None:
+            try:
+                pickle.dumps(error)
+            except Exception:
+                error = RuntimeError(f"{type(error).__name__}: {error}")
+        box = [(result, error)]
+        torch_dist.broadcast_object_list(box, src=0)
+        if not dist.is_main:
+            result, error = box[0]
+    if error is not None:
+        raise error
+    return result
+
+
+def _read_checkpoint(out: Path) -> dict[str, Any] | None:
+    """The run in ``out`` on the CPU: configs, state (``step``...), weights, optimizer state; None if none."""
+    if not (out / CONFIG).exists():
+        return None
+    saved_model, saved_cfg, _ = read_run_config(out)
+    model = build_model(saved_model)
+    optimizer = make_optimizer(model, saved_cfg)
+    state = load_training_state(out, model, optimizer)
+    return {"model_cfg": saved_model, "cfg": saved_cfg, "state": state, "weights": model.state_dict(),
+            "optimizer": optimizer.state_dict()}
+
+
 def _log_images(writer: Any, step: int, mix: torch.Tensor, layers: torch.Tensor, out: torch.Tensor) -> None:
     """Middle frame of the first clip: blend | targets | output layers, as one image row."""
     t = mix.shape[2] // 2
@@ -131,121 +249,178 @@ def _log_images(writer: Any, step: int, mix: torch.Tensor, layers: torch.Tensor,
     writer.add_image("blend|targets|outputs", img, step, dataformats="HWC")
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train a model; returns the final ``config.json`` state (step, loss, timings)."""
-    dist = Distributed.from_env(cfg.device)
-    out = Path(cfg.out)
+def _training_flops(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> float:
+    """FLOPs of one training clip (forward + backward ~ 3x forward), counted without touching BN statistics."""
+    bare = unwrap(model)
+    bare.eval()  # a forward in train mode would update BatchNorm's running averages
     try:
-        start_step, state = 0, {}
-        if resume and (out / CONFIG).exists():
-            saved = json.loads((out / CONFIG).read_text())
-            model_cfg = ModelConfig.from_dict(saved["model"])
-            iterations = cfg.iterations
-            cfg = train_config_from_dict(saved["train"])
-            cfg.iterations = max(iterations, cfg.iterations)
-        device = pick_device(cfg.device, dist)
-        torch.manual_seed(cfg.seed)
-        model = build_model(model_cfg).to(device)
-        if cfg.sync_bn and dist.enabled:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer = make_optimizer(model, cfg)
-        if resume and (out / CONFIG).exists():
-            state = load_training_state(out, model, optimizer)
-            start_step = int(state["step"])
-            if dist.is_main:
-                log.info("resuming %s at step %d", out, start_step)
-        amp = autocast_dtype(cfg.precision, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if dist.enabled else model
-        net = torch.compile(ddp) if cfg.compile else ddp
-
-        videos = training_videos(cfg)
-        if len(videos) < cfg.videos_per_blend:
-            raise ValueError(f"need at least {cfg.videos_per_blend} training videos, found {len(videos)}")
-        spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor)
-        dataset = BlendDataset(videos, spec, k=cfg.videos_per_blend, alpha=cfg.alpha, alpha_range=cfg.alpha_range,
-                               frozen=cfg.frozen, preload=cfg.preload, seed=cfg.seed,
-                               length=cfg.iterations * cfg.batch_size)
-        sampler = StepBatchSampler(cfg, start_step, dist)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
-                            prefetch_factor=4 if cfg.workers > 0 else None)
-        accum = sampler.local // sampler.micro
-
-        writer = None
-        if dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out / "tb"))
+        with torch.no_grad():
             x = torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size, device=device)
-            flops_per_clip = 3 * count_flops(unwrap(model), x)  # forward + backward ~ 3x forward
-            peak = measure_peak_flops(device, amp or torch.float32, seconds=0.3)
-            log.info("%s: %d videos, %.1f M parameters, %.2f GFLOP per training clip, peak %.0f GFLOP/s",
-                     out, len(videos), sum(p.numel() for p in model.parameters()) / 1e6, flops_per_clip / 1e9,
-                     peak / 1e9)
-
-        model.train()
-        bar = None
-        if dist.is_main and progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.iterations, initial=start_step, unit="it", dynamic_ncols=True)
-        step, micro, loss_acc, t0, last_t, last_step = start_step, 0, 0.0, time.time(), time.time(), start_step
-        for batch in loader:
-            mix = batch["mix"].to(device, non_blocking=True)
-            layers = batch["layers"].to(device, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr_at(step)
-            last_micro = micro == accum - 1
-            sync = nullcontext() if (last_micro or not dist.enabled) else ddp.no_sync()
-            with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                outputs = net(mix)
-                loss = pit_loss(outputs.float(), layers)[0].mean()
-                scaler.scale(loss / accum).backward()
-            loss_acc += loss.item() / accum
-            micro += 1
-            if not last_micro:
-                continue
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if not math.isfinite(loss_acc):
-                raise FloatingPointError(f"loss is {loss_acc} at step {step}; lower the learning rate")
-            step += 1
-            if dist.is_main:
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_acc:.4f}", lr=f"{cfg.lr_at(step - 1):.3g}")
-                if step % cfg.log_every == 0 or step == cfg.iterations:
-                    now = time.time()
-                    clips_s = (step - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
-                    mfu = clips_s * flops_per_clip / peak / dist.world_size
-                    writer.add_scalar("train/loss", loss_acc, step)
-                    writer.add_scalar("train/lr", cfg.lr_at(step - 1), step)
-                    writer.add_scalar("perf/clips_per_s", clips_s, step)
-                    writer.add_scalar("perf/mfu", mfu, step)
-                    msg = f"step {step}: loss {loss_acc:.4f}, {clips_s:.2f} clips/s, MFU {100 * mfu:.1f}%"
-                    (bar.write if bar is not None else log.info)(msg)
-                    last_t, last_step = now, step
-                if cfg.image_every and step % cfg.image_every == 0:
-                    _log_images(writer, step, mix, layers, outputs)
-                if step % cfg.ckpt_every == 0 or step == cfg.iterations:
-                    state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": loss_acc,
-                             "elapsed_s": state.get("elapsed_s", 0.0) + time.time() - t0}
-                    t0 = time.time()
-                    save_checkpoint(out, model, optimizer, model_cfg, state)
-            micro, loss_acc = 0, 0.0
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-        if dist.enabled:
-            torch_dist.barrier()
-        return state or {"step": step, **config_to_dict(model_cfg, cfg), "train": asdict(cfg)}
+            return 3.0 * count_flops(bare, x)
     finally:
-        if dist.enabled and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+        bare.train()
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a model; returns the final ``config.json`` state (step, loss, timings).
+
+    Under ``torchrun`` every rank calls this; ``cfg.batch_size`` is the global batch. With ``resume``, the
+    run in ``cfg.out`` continues from its checkpoint with its own model and training config, except for the
+    :data:`RESUME_FIELDS` taken from ``cfg``; without a checkpoint there, a new run starts.
+    """
+    dist = Distributed.from_env(cfg.device)
+    try:
+        with ExitStack() as cleanup:  # closes the progress bar and TensorBoard writer, on errors too
+            return _train(dist, model_cfg, cfg, resume, progress, cleanup)
+    finally:
+        # On error this also releases the other ranks' pending collectives (gloo) instead of leaving them to
+        # the timeout; torchrun then stops every rank and exits non-zero.
+        dist.close()
+
+
+def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool, progress: bool,
+           cleanup: ExitStack) -> dict[str, Any]:
+    out = Path(cfg.out)
+
+    def restore() -> dict[str, Any] | None:
+        ckpt = _read_checkpoint(out)
+        if ckpt is not None:
+            ignored = changed_fields(ckpt["cfg"], cfg)
+            if ignored:
+                log.warning("resuming %s with its saved settings; ignoring %s", out, ", ".join(ignored))
+            ckpt["cfg"] = resume_config(ckpt["cfg"], cfg)
+        else:
+            log.info("no run to resume in %s: starting a new one", out)
+        return ckpt
+
+    # Rank 0's configs (and checkpoint) hold for every rank, whatever the others were given.
+    ckpt = _on_rank0(dist, restore) if resume else None
+    start_step, state = 0, {}
+    if ckpt is not None:
+        model_cfg, cfg, state = ckpt["model_cfg"], ckpt["cfg"], ckpt["state"]
+        start_step = int(state["step"])
+    else:
+        model_cfg, cfg = _on_rank0(dist, lambda: (model_cfg, cfg))
+
+    device = pick_device(cfg.device, dist)
+    local, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(model_cfg).to(device)
+    if cfg.sync_bn and dist.enabled:
+        if device.type == "cpu":
+            raise ValueError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU tensors")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(model, cfg)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["weights"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        del ckpt
+        if dist.is_main:
+            log.info("resuming %s at step %d", out, start_step)
+    # Nothing in the model draws random numbers today; anything that does (dropout) should differ per rank.
+    torch.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
+    amp = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.enabled else model
+    net = torch.compile(ddp) if cfg.compile else ddp
+
+    # Rank 0 lists the videos for everyone: one scan of the file system, and the same list on every rank
+    # (the list decides which videos each dataset index blends).
+    videos = _on_rank0(dist, lambda: [str(p) for p in training_videos(cfg)])
+    if len(videos) < cfg.videos_per_blend:
+        raise ValueError(f"need at least {cfg.videos_per_blend} training videos, found {len(videos)}")
+    spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor)
+    dataset = BlendDataset(videos, spec, k=cfg.videos_per_blend, alpha=cfg.alpha, alpha_range=cfg.alpha_range,
+                           frozen=cfg.frozen, preload=cfg.preload, seed=cfg.seed,
+                           length=cfg.iterations * cfg.batch_size)
+    sampler = StepBatchSampler(cfg, start_step, dist)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
+                        prefetch_factor=4 if cfg.workers > 0 else None)
+
+    writer, flops_per_clip, peak = None, 0.0, 1.0
+    if dist.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # Hide what an earlier attempt logged after the checkpoint we start from (all of it when not resuming);
+        # events are logged at the number of updates done, so step ``start_step`` itself stays.
+        writer = cleanup.enter_context(SummaryWriter(str(out / "tb"), purge_step=start_step + 1))
+        flops_per_clip = _training_flops(model, cfg, device)
+        peak = measure_peak_flops(device, amp or torch.float32, seconds=0.3)
+        log.info("%s: %d videos, %.1f M parameters, %.2f GFLOP per training clip, peak %.0f GFLOP/s per device",
+                 out, len(videos), sum(p.numel() for p in model.parameters()) / 1e6, flops_per_clip / 1e9,
+                 peak / 1e9)
+        log.info("%d rank(s)%s on %s: global batch %d = %d rank(s) x %d clips (micro-batch %d x %d accumulation)"
+                 "%s", dist.world_size, f" ({dist.backend})" if dist.enabled else "", device.type, cfg.batch_size,
+                 dist.world_size, local, micro, accum, ", SyncBatchNorm" if cfg.sync_bn and dist.enabled else "")
+
+    model.train()
+    bar = None
+    if dist.is_main and progress and start_step < cfg.iterations:
+        from tqdm import tqdm
+
+        bar = cleanup.enter_context(tqdm(total=cfg.iterations, initial=start_step, unit="it", dynamic_ncols=True))
+    step, micro_i = start_step, 0
+    loss_acc = torch.zeros((), device=device)
+    window_loss, t0, last_t, last_step = 0.0, time.time(), time.time(), start_step
+    for batch in loader:
+        mix = batch["mix"].to(device, non_blocking=True)
+        layers = batch["layers"].to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(step)
+        last_micro = micro_i == accum - 1
+        # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
+        sync = nullcontext() if (last_micro or not dist.enabled) else ddp.no_sync()
+        with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            outputs = net(mix)
+            loss = pit_loss(outputs.float(), layers)[0].mean()
+            scaler.scale(loss / accum).backward()
+        loss_acc += loss.detach() / accum
+        micro_i += 1
+        if not last_micro:
+            continue
+        if dist.enabled:  # the loss of the global batch, identical on every rank
+            torch_dist.all_reduce(loss_acc)
+            loss_acc /= dist.world_size
+        step_loss = loss_acc.item()
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step}; lower the learning rate")
+        if cfg.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        micro_i = 0
+        loss_acc.zero_()
+        window_loss += step_loss
+        if not dist.is_main:
+            continue
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+        if step % cfg.log_every == 0 or step == cfg.iterations:
+            now = time.time()
+            clips_s = (step - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
+            mfu = clips_s * flops_per_clip / peak / dist.world_size
+            mean_loss = window_loss / (step - last_step)
+            writer.add_scalar("train/loss", mean_loss, step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)  # the lr of this step
+            writer.add_scalar("perf/clips_per_s", clips_s, step)
+            writer.add_scalar("perf/mfu", mfu, step)
+            msg = f"step {step}: loss {mean_loss:.4f}, {clips_s:.2f} clips/s, MFU {100 * mfu:.1f}%"
+            (bar.write if bar is not None else log.info)(msg)
+            last_t, last_step, window_loss = now, step, 0.0
+        if cfg.image_every and step % cfg.image_every == 0:
+            _log_images(writer, step, mix, layers, outputs)
+        if step % cfg.ckpt_every == 0 or step == cfg.iterations:
+            state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": step_loss,
+                     "world_size": dist.world_size, "elapsed_s": state.get("elapsed_s", 0.0) + time.time() - t0}
+            t0 = time.time()
+            save_checkpoint(out, model, optimizer, model_cfg, state)
+            writer.flush()
+    if dist.enabled:
+        torch_dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has saved
+    return state or {"step": step, **config_to_dict(model_cfg, cfg)}

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..checkpoint import CONFIG
+from ..checkpoint import CONFIG, OPTIMIZER, WEIGHTS
 from ..config import TrainConfig, list_presets, load_preset
 from ..errors import CentrifugeError
 from ._common import add_device_args
 
+if TYPE_CHECKING:
+    from ..model import ModelConfig
+
+DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer", "frames",
                 "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list", "log_every",
@@ -25,16 +32,20 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "(preset paper-112); flags override single fields of the preset. Under torchrun this "
                        "runs DistributedDataParallel, one process per device.")
     p.add_argument("data", nargs="*", help="video files or folders (Kinetics: its root folder, with --kinetics-csv)")
-    p.add_argument("--preset", default="paper-112", help=f"preset name ({', '.join(list_presets())}) or JSON file")
+    p.add_argument("--preset", help=f"preset name ({', '.join(list_presets())}) or JSON file "
+                   f"(default: {DEFAULT_PRESET}; on --resume: the run's saved settings)")
     p.add_argument("--out", "-o", help="run folder for checkpoints and TensorBoard logs (default: runs/PRESET)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its saved settings (under any "
+                   "number of ranks); start a new run if there is none")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
     p.add_argument("--kinetics-csv", help="official Kinetics CSV (label,youtube_id,time_start,time_end,split)")
     p.add_argument("--kinetics-split", help="rows of this split only (default: train)")
     p.add_argument("--file-list", help="text file with one video path per line")
     p.add_argument("--iterations", type=int, help="iterations; the lr milestones scale with it")
     p.add_argument("--batch-size", type=int, help="global batch size over all ranks (paper: 10)")
-    p.add_argument("--micro-batch", type=int, help="clips per forward pass (gradient accumulation)")
+    p.add_argument("--micro-batch", type=int,
+                   help="clips per forward pass on each rank; gradient accumulation fills the per-rank batch")
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
@@ -46,7 +57,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-range", type=float, nargs=2, metavar=("A", "B"), help="sample alpha in [A, B]")
     p.add_argument("--videos-per-blend", type=int, help="videos mixed per training example (default 2)")
     p.add_argument("--frozen", action="store_true", help="train on frozen clips (one frame repeated, Table 3)")
-    p.add_argument("--preload", action="store_true", help="decode every video once into memory (small datasets)")
+    p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode every video once into memory (small datasets)")
     p.add_argument("--layers", type=int, help="number of output layers n")
     p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=None,
                    help="predictor-corrector model")
@@ -55,8 +67,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
     p.add_argument("--workers", type=int, help="data-loading worker processes per rank")
     p.add_argument("--seed", type=int)
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm statistics over all ranks' clips (SyncBatchNorm; GPUs only)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--log-every", type=int)
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--image-every", type=int)
@@ -65,9 +78,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def configure(args: argparse.Namespace):
-    """The (ModelConfig, TrainConfig) that ``args`` describe: the preset with flags applied."""
-    model_cfg, cfg = load_preset(args.preset)
+def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | None = None):
+    """The (ModelConfig, TrainConfig) that ``args`` describe: ``base`` (default: the preset) with flags applied."""
+    model_cfg, cfg = copy.deepcopy(base) if base is not None else load_preset(args.preset or DEFAULT_PRESET)
     for name in _TRAIN_FLAGS:
         value = getattr(args, name, None)
         if value is not None:
@@ -81,29 +94,66 @@ def configure(args: argparse.Namespace):
     if args.alpha_range:
         cfg.alpha_range = tuple(args.alpha_range)
     cfg.frozen = cfg.frozen or args.frozen
-    cfg.preload = cfg.preload or args.preload
-    cfg.sync_bn = cfg.sync_bn or args.sync_bn
-    cfg.compile = cfg.compile or args.compile
+    for name in ("preload", "sync_bn", "compile"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     cfg.device, cfg.precision = args.device, args.precision if args.precision != "auto" else cfg.precision
     if args.data:
         cfg.data = list(args.data)
-    cfg.out = args.out or f"runs/{Path(args.preset).stem}"
+    cfg.out = str(run_folder(args))
     assert {f.name for f in fields(TrainConfig)} >= set(_TRAIN_FLAGS)
+    return model_cfg, cfg
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    return Path(args.out or f"runs/{Path(args.preset or DEFAULT_PRESET).stem}")
+
+
+def _resume_configs(args: argparse.Namespace, out: Path) -> tuple[ModelConfig, TrainConfig]:
+    """The run's saved configs with the flags given now; a flag that would change the run is an error."""
+    from ..train import RESUME_FIELDS, changed_fields, read_run_config
+
+    saved_model, saved_cfg, _ = read_run_config(out)
+    model_cfg, cfg = configure(args, (saved_model, saved_cfg))
+    # With --preset, the preset plus flags must still describe this run (the same command line resumes it).
+    ref_model, ref_cfg = configure(args) if args.preset else (model_cfg, cfg)
+    if not (args.data or args.kinetics_csv or args.file_list):
+        ref_cfg.data, ref_cfg.kinetics_csv, ref_cfg.file_list = saved_cfg.data, saved_cfg.kinetics_csv, \
+            saved_cfg.file_list
+    changed = [f"model.{k}" for k, v in ref_model.to_dict().items() if saved_model.to_dict()[k] != v]
+    changed += changed_fields(saved_cfg, ref_cfg)
+    if changed:
+        not_flags = {"data", "out", "kinetics_csv", "file_list", "val_every", "val_pairs"}
+        may = sorted(f"--{f.replace('_', '-')}" for f in RESUME_FIELDS - not_flags)
+        raise CentrifugeError(f"--resume continues {out} with its saved settings, but these differ from its "
+                              f"{CONFIG}: {', '.join(changed)} (only the data paths and {', '.join(may)} may change)")
     return model_cfg, cfg
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
-    model_cfg, cfg = configure(args)
+    out = run_folder(args)
+    if args.resume and args.overwrite:
+        raise CentrifugeError("--resume and --overwrite exclude each other")
+    exists = (out / CONFIG).exists()
+    if exists and not (args.resume or args.overwrite):
+        raise CentrifugeError(f"{out} already holds a run: pass --resume to continue it or --overwrite")
+    if args.resume and exists:
+        model_cfg, cfg = _resume_configs(args, out)
+    else:
+        model_cfg, cfg = configure(args)
     if not cfg.data and not cfg.kinetics_csv and not cfg.file_list:
         raise CentrifugeError("no training data: give video folders/files, --kinetics-csv or --file-list")
-    for item in cfg.data:
-        if not Path(item).exists():
+    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list]:
+        if item and not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
-    out = Path(cfg.out)
-    if (out / CONFIG).exists() and not (args.resume or args.overwrite):
-        raise CentrifugeError(f"{out} already holds a run: pass --resume to continue it or --overwrite")
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if args.overwrite and exists and main_rank:
+        # Start afresh: a crash before the first checkpoint must not leave the old run to be resumed.
+        for name in (CONFIG, WEIGHTS, OPTIMIZER):
+            (out / name).unlink(missing_ok=True)
     state = train(model_cfg, cfg, resume=args.resume, progress=not args.no_progress)
-    print(f"trained to step {state.get('step')}; weights in {out / 'model.safetensors'}")
+    if main_rank:
+        print(f"trained to step {state.get('step')}; weights in {out / WEIGHTS}")
     return 0

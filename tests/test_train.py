@@ -1,0 +1,195 @@
+"""Training loop on tiny generated videos: it learns, it resumes exactly, its schedule, its command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import make_video
+from safetensors.torch import load_file
+
+import centrifuge.train as train_module
+from centrifuge.checkpoint import CONFIG, WEIGHTS
+from centrifuge.cli import main
+from centrifuge.config import TrainConfig
+from centrifuge.data import BlendDataset
+from centrifuge.model import ModelConfig
+from centrifuge.train import split_batch, train
+
+TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
+
+
+def tb_scalars(run: Path, tag: str) -> dict[int, float]:
+    """Scalars of the run's TensorBoard logs by step (later attempts replace what they purged)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def tb_images(run: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    return acc.Tags()["images"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[str]:
+    # 32x32 videos of exactly 4 frames: with resize_factor 1 the window and the crop are fixed, so training
+    # sees the same blend of the two videos again and again (only flipped): a set it can overfit.
+    root = tmp_path_factory.mktemp("videos")
+    paths = [root / f"v{i}.mp4" for i in range(2)]
+    for i, p in enumerate(paths):
+        make_video(p, frames=4, width=32, height=32, seed=i)
+    return [str(p) for p in paths]
+
+
+def tiny_config(videos: list[str], out: Path, **kw) -> TrainConfig:
+    values = dict(data=list(videos), frames=4, size=32, resize_factor=1.0, batch_size=2, iterations=6,
+                  optimizer="adamw", lr=0.01, preload=True, workers=0, log_every=1, ckpt_every=1000,
+                  image_every=0, out=str(out), device="cpu", seed=0)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_training_overfits_one_blend(videos, tmp_path):
+    run = tmp_path / "run"
+    state = train(TINY, tiny_config(videos, run, iterations=100, image_every=50), progress=False)
+    assert state["step"] == 100
+    losses = tb_scalars(run, "train/loss")
+    assert sorted(losses) == list(range(1, 101))
+    first = sum(losses[s] for s in (1, 2, 3)) / 3
+    last = sum(losses[s] for s in range(91, 101)) / 10
+    assert last < 0.5 * first, (first, last)
+    assert json.loads((run / CONFIG).read_text())["step"] == 100
+    assert (run / WEIGHTS).exists()
+    assert tb_images(run) == ["blend|targets|outputs"]
+    assert set(tb_scalars(run, "perf/clips_per_s")) == set(range(1, 101))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch):
+    # SGD with momentum and gradient accumulation (micro-batch 1): momentum buffers, BN running averages and
+    # the step must all come back from the checkpoint for the weights to match.
+    kw = dict(iterations=6, ckpt_every=3, batch_size=2, micro_batch=1, optimizer="sgd", lr=0.02, momentum=0.9)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(TINY, tiny_config(videos, full, **kw), progress=False)
+
+    class Failing(BlendDataset):
+        def __getitem__(self, index: int):
+            if index >= 4 * 2:  # dies in update 5: after the checkpoint at 3 and the log of step 4
+                raise Interrupted
+            return super().__getitem__(index)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "BlendDataset", Failing)
+        with pytest.raises(Interrupted):
+            train(TINY, tiny_config(videos, cut, **kw), progress=False)
+    assert json.loads((cut / CONFIG).read_text())["step"] == 3
+    assert 4 in tb_scalars(cut, "train/loss")  # logged past the checkpoint: the resumed run must replace it
+    state = train(TINY, tiny_config(videos, cut, **kw), resume=True, progress=False)
+    assert state["step"] == 6
+
+    a, b = load_file(str(full / WEIGHTS)), load_file(str(cut / WEIGHTS))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], msg=key)
+    losses_full, losses_cut = tb_scalars(full, "train/loss"), tb_scalars(cut, "train/loss")
+    assert sorted(losses_cut) == list(range(1, 7))
+    for s in range(1, 7):
+        assert losses_cut[s] == pytest.approx(losses_full[s], rel=1e-5), s
+
+
+def test_resume_keeps_saved_settings_and_extends(videos, tmp_path):
+    run = tmp_path / "run"
+    train(TINY, tiny_config(videos, run, iterations=2), progress=False)
+    # The saved run decides the model and the recipe; iterations may grow, and the lr (not resumable) is kept.
+    other = ModelConfig(n_layers=3, width=0.25)
+    state = train(other, tiny_config(videos, run, iterations=3, lr=0.5), resume=True, progress=False)
+    assert state["step"] == 3
+    assert state["model"] == TINY.to_dict()
+    assert state["train"]["lr"] == 0.01 and state["train"]["iterations"] == 3
+
+
+def test_lr_schedule_scales_to_the_run(videos, tmp_path):
+    # The paper: 0.1, then 0.05 / 0.025 / 0.01 from iterations 100k / 150k / 200k of 240k.
+    cfg = TrainConfig(iterations=24, lr=0.1)
+    assert [cfg.lr_at(s) for s in range(24)] == pytest.approx([0.1] * 10 + [0.05] * 5 + [0.025] * 5 + [0.01] * 4)
+    odd = TrainConfig(iterations=1000, lr=0.1)  # 416.7, 625, 833.3 round to 417, 625, 833
+    assert [odd.lr_at(s) for s in (416, 417, 624, 625, 832, 833)] == pytest.approx(
+        [0.1, 0.05, 0.05, 0.025, 0.025, 0.01])
+    # What the optimizer used, step by step, in a 24-step run (logged lr of step s is that of update s-1).
+    run = tmp_path / "run"
+    train(TINY, tiny_config(videos, run, iterations=24, optimizer="sgd", lr=1e-3, momentum=0.0), progress=False)
+    logged = tb_scalars(run, "train/lr")
+    expected = [1e-3] * 10 + [5e-4] * 5 + [2.5e-4] * 5 + [1e-4] * 4
+    assert [logged[s] for s in range(1, 25)] == pytest.approx(expected)
+
+
+def test_split_batch():
+    assert split_batch(10, 1, None) == (10, 10, 1)
+    assert split_batch(10, 2, None) == (5, 5, 1)
+    assert split_batch(10, 2, 1) == (5, 1, 5)
+    assert split_batch(8, 2, 16) == (4, 4, 1)  # a micro-batch larger than the rank's batch is the batch
+    with pytest.raises(ValueError, match="not divisible by 4 ranks"):
+        split_batch(10, 4, None)
+    with pytest.raises(ValueError, match="micro-batch 2"):
+        split_batch(10, 2, 2)
+
+
+CLI_TINY = ["--frames", "4", "--size", "32", "--width", "0.125", "--layers", "2", "--final-endpoint", "Mixed_3c",
+            "--no-corrector", "--batch-size", "2", "--workers", "0", "--preload", "--device", "cpu", "--no-progress",
+            "--log-every", "1", "--image-every", "0", "--optimizer", "adamw", "--lr", "0.01"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_cli_train_refuses_existing_run_and_resumes(videos, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *videos, "--preset", "cpu-small", "--out", str(run), *CLI_TINY]
+    assert main([*args, "--iterations", "2"]) == 0
+    assert "trained to step 2" in capsys.readouterr().out
+
+    assert main([*args, "--iterations", "2"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("centrifuge: error:") and "already holds a run" in line and "--resume" in line
+
+    assert main([*args, "--iterations", "2", "--resume", "--overwrite"]) == 2
+    assert "exclude each other" in _error_line(capsys)
+
+    # resuming with a setting that changes the run is refused; the same command line plus --iterations is not
+    assert main([*args, "--iterations", "3", "--resume", "--lr", "0.5"]) == 2
+    line = _error_line(capsys)
+    assert "lr" in line and "differ" in line
+    assert main([*args, "--iterations", "3", "--resume"]) == 0
+    assert json.loads((run / CONFIG).read_text())["step"] == 3
+    # without --preset or data, --resume continues from the saved settings alone
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--no-progress", "--device", "cpu"]) == 0
+    state = json.loads((run / CONFIG).read_text())
+    assert state["step"] == 4 and state["train"]["data"] == videos and state["train"]["size"] == 32
+
+    capsys.readouterr()
+    assert main([*args, "--iterations", "1", "--overwrite"]) == 0
+    assert json.loads((run / CONFIG).read_text())["step"] == 1
+
+
+def test_cli_train_missing_data(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert main(["train", str(missing), "--out", str(tmp_path / "run"), *CLI_TINY]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("centrifuge: error:") and "no-such-folder" in line
+    assert main(["train", "--out", str(tmp_path / "run"), *CLI_TINY]) == 2
+    assert "no training data" in _error_line(capsys)
+    assert not (tmp_path / "run").exists()
