@@ -64,7 +64,10 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torc
                     model_cfg: ModelConfig, state: dict[str, Any]) -> None:
     """Write weights, optimizer state and ``config.json`` (config + ``step`` + anything in ``state``)."""
     run_dir = Path(run_dir)
-    save_weights(run_dir / WEIGHTS, model, model_cfg, {"step": state.get("step")})
+    train = state.get("train") or {}
+    # the clip geometry travels with the weights: separation uses it for its window and working size
+    save_weights(run_dir / WEIGHTS, model, model_cfg,
+                 {"step": state.get("step"), "train": {k: train[k] for k in ("frames", "size") if k in train}})
     _atomic(run_dir / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
     _atomic(run_dir / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
