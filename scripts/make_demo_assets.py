@@ -16,7 +16,7 @@ from centrifuge.video import probe, read_video, write_video
 # asset name: (source file, first frame, frames)
 ASSETS = {
     "bikes.mp4": ("bikes.mp4", 60, 48),
-    "coin-and-pen.mp4": ("coin-and-pen.mp4", 60, 48),
+    "office-window.mp4": ("office-window.mp4", 0, 36),
     "carphone.mp4": ("carphone.mp4", 0, 96),
 }
 
