@@ -9,7 +9,6 @@ Python API::
 
 __version__ = "0.1.0"
 
-from .blend import blend, mix  # noqa: E402
 from .checkpoint import load_model  # noqa: E402
 from .losses import pit_loss, reconstruction_loss  # noqa: E402
 from .model import ModelConfig, build_model  # noqa: E402
@@ -18,5 +17,5 @@ from .model import ModelConfig, build_model  # noqa: E402
 # the module's other names with ``from centrifuge.separate import ...``.
 from .separate import SeparationResult, separate  # noqa: E402
 
-__all__ = ["ModelConfig", "SeparationResult", "blend", "build_model", "load_model", "mix", "pit_loss",
-           "reconstruction_loss", "separate"]
+__all__ = ["ModelConfig", "SeparationResult", "build_model", "load_model", "pit_loss", "reconstruction_loss",
+           "separate"]

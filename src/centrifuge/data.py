@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import blend
+from .blend import mix
 from .video import VideoError, VideoInfo, probe, read_video
 
 __all__ = [
@@ -430,7 +430,7 @@ def _item(
 ) -> dict[str, torch.Tensor]:
     layers = torch.stack([to_model(c) for c in layers_uint8])
     return {
-        "mix": blend.mix(layers, weights),
+        "mix": mix(layers, weights),
         "layers": layers,
         "alpha": weights,
         "videos": torch.tensor(videos, dtype=torch.int64),
