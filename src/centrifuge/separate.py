@@ -11,11 +11,11 @@ Pipeline (one pass over the video):
    window is padded by ping-pong repetition of its frames and cropped back.
 3. **Stitch** (:class:`WindowStitcher`): the model's output slots are arbitrary, so each window's layers are
    permuted to best match the previous window's on their shared frames (the permutation minimising the
-   summed Eq. 3 distance, as in the PIT loss), then the overlap is cross-faded with a linear ramp. Without
-   this a layer would jump between slots mid-video.
+   summed Eq. 3 distance, as in the PIT loss, compared at a shortest side of 64 pixels), then the overlap is
+   cross-faded with a linear ramp. Without this a layer would jump between slots mid-video.
 4. **Compose and encode**: layers are brought back to the input resolution and written as H.264, one file
    per model slot, while per-layer statistics, the pairwise layer distances (for the most dissimilar pair,
-   Sec. 3.2) and recomposition errors are accumulated.
+   Sec. 3.2) and recomposition errors are accumulated on every 4th frame.
 5. **Finish**: the two most dissimilar layers over the whole video are chosen, ``preview.mp4`` (input and the
    chosen layers side by side, re-read from the files just written) and ``contact.png`` are made, and
    ``layers.json`` records everything.
@@ -88,8 +88,12 @@ _LABEL_H = 18
 # H.264 settings of the outputs: visually lossless, and "veryfast" because n files are encoded per run.
 _CRF = 18
 _X264_PRESET = "veryfast"
-# Full-resolution composition works on chunks of at most this many float32 values per layer stack.
-_COMPOSE_BUDGET = 24_000_000
+# Full-resolution composition and the preview work on chunks of at most this many float32 values: the
+# temporaries set the peak memory, and small ones are also faster (less page-fault churn).
+_COMPOSE_BUDGET = 6_000_000
+# Statistics, layer distances and recomposition errors are measured on every 4th frame (0, 4, 8, ...):
+# consecutive frames are nearly identical, and on every frame they cost more than the inference.
+_STATS_STRIDE = 4
 
 
 @dataclass
@@ -132,12 +136,22 @@ def _assign(matrix: Tensor) -> list[int]:
     return perm
 
 
+#: Slot matching compares layers with their shortest side reduced to at most this many pixels: choosing a
+#: permutation needs no fine detail, and Eq. 3 at full inference size cost as much as a third of the run.
+MATCH_SIZE = 64
+
+
 def match_slots(reference: Tensor, outputs: Tensor) -> list[int]:
     """Permutation that aligns ``outputs`` with ``reference`` (both ``[n, 3, T, H, W]``, same frames).
 
     Returns ``perm`` such that ``outputs[perm]`` has, in slot ``j``, the output layer closest to
-    ``reference[j]`` under the summed Eq. 3 distance (exhaustive over permutations for ``n <= 8``).
+    ``reference[j]`` under the summed Eq. 3 distance (exhaustive over permutations for ``n <= 8``), computed
+    with the shortest side reduced to :data:`MATCH_SIZE`.
     """
+    h, w = reference.shape[-2:]
+    if min(h, w) > MATCH_SIZE:
+        hw = (max(1, round(h * MATCH_SIZE / min(h, w))), max(1, round(w * MATCH_SIZE / min(h, w))))
+        reference, outputs = _resize(reference, hw), _resize(outputs, hw)
     return _assign(pairwise_loss(outputs[None].float(), reference[None].float())[0])
 
 
@@ -402,7 +416,7 @@ class _Stats:
     and how well the mean of all layers recomposes the input. Inference resolution (what the model saw):
     the Eq. 3 distance between every two layers (to choose the most dissimilar pair) and how well each pair's
     mean recomposes the model's input; at full resolution the chosen pair's error is this error upsampled,
-    since the same residual detail is added to every layer.
+    since the same residual detail is added to every layer. The caller passes every ``_STATS_STRIDE``-th frame.
     """
 
     def __init__(self, n: int):
@@ -471,6 +485,7 @@ class _Stats:
                      for k in range(self.n)]
         k = self.pairs.index(tuple(sorted(chosen)))
         return {
+            "stats_frames": {"every": _STATS_STRIDE, "count": self.frames},
             "layer_stats": per_layer,
             "recomposition": {
                 "note": "input vs the mean of layers (blend model V = (V1 + V2) / 2); l1 in 0-255 units, PSNR "
@@ -528,7 +543,7 @@ def _write_contact(path: Path, rows: list[tuple[int, list[np.ndarray]]], names: 
 
 
 def _write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_files: list[Path],
-                   names: list[str], width: int, height: int) -> dict[str, float]:
+                   names: list[str], width: int, height: int, batch: int) -> dict[str, float]:
     """Input and chosen layers side by side (re-read from the encoded files), each panel with a label.
 
     Returns how well the mean of the decoded layers recomposes the input (see :meth:`_Stats.quality`).
@@ -537,7 +552,7 @@ def _write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_f
     scale = min(4.0, _PREVIEW_MAX_H / height, _PREVIEW_MAX_W / width)
     pw, ph = max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
     header = np.concatenate([_label(name, pw) for name in names], axis=1)
-    streams = [inputs] + [iter_frames(p, batch=16) for p in layer_files]
+    streams = [inputs] + [iter_frames(p, batch=batch) for p in layer_files]
     abs_sum = sq_sum = 0.0
     pixels = 0
     with VideoWriter(path, fps, pw * len(names), ph + _LABEL_H, crf=_CRF, preset=_X264_PRESET) as writer:
@@ -570,7 +585,8 @@ def _as_frames(frames: np.ndarray) -> np.ndarray:
 
 class _Timer:
     def __init__(self) -> None:
-        self.t: dict[str, float] = {"decode": 0.0, "inference": 0.0, "compose": 0.0, "encode": 0.0, "finish": 0.0}
+        self.t: dict[str, float] = {"decode": 0.0, "inference": 0.0, "stitch": 0.0, "compose": 0.0, "encode": 0.0,
+                                    "finish": 0.0}
 
     @contextlib.contextmanager
     def __call__(self, key: str) -> Iterator[None]:
@@ -755,8 +771,10 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
                     else:
                         v_low, full = v, low.clone()
                     full.clamp_(-1, 1)
-                    stats.add_full(full, v)
-                    stats.add_low(low, v_low)
+                    sel = [t for t in range(b - a) if (emitted + a + t) % _STATS_STRIDE == 0]
+                    if sel:
+                        stats.add_full(full[:, :, sel], v[:, sel])
+                        stats.add_low(low[:, :, sel], v_low[:, sel])
                     out = _to_uint8(full)
                 with timer("encode"):
                     for k, writer in enumerate(writers):
@@ -798,7 +816,9 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
             end = buf_start + len(buf)
             if not eof:
                 y = infer(buf[s - buf_start:s - buf_start + window])
-                emit(stitcher.add(y, hop), buf[s - buf_start:s - buf_start + hop])
+                with timer("stitch"):
+                    chunk = stitcher.add(y, hop)
+                emit(chunk, buf[s - buf_start:s - buf_start + hop])
                 del buf[:s - buf_start]  # keep from s: the last window may reach back this far
                 buf_start = s
                 prev_end = s + window
@@ -807,7 +827,9 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
             if end > prev_end:
                 first = max(0, end - window, buf_start)
                 y = infer(buf[first - buf_start:])[:, :, s - first:]
-                emit(stitcher.add(y, y.shape[2]), buf[s - buf_start:])
+                with timer("stitch"):
+                    chunk = stitcher.add(y, y.shape[2])
+                emit(chunk, buf[s - buf_start:])
             else:
                 tail = stitcher.flush()
                 if tail is not None:
@@ -855,12 +877,14 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
                 rows = [(i, [cells[0]] + [cells[1 + k] for k in order]) for i, cells in sorted(thumbs.items())]
                 if rows:
                     _write_contact(output.path(CONTACT_NAME), rows, col_names)
-                inputs = (iter([array[i:i + 16] for i in range(0, len(array), 16)]) if array is not None
-                          else iter_frames(input_path, batch=16))
+                batch = max(1, _COMPOSE_BUDGET // (3 * 3 * height * width))
+                inputs = (iter([array[i:i + batch] for i in range(0, len(array), batch)]) if array is not None
+                          else iter_frames(input_path, batch=batch))
                 meta["recomposition"]["chosen_pair_encoded"] = _write_preview(
                     output.path(PREVIEW_NAME), rate, inputs,
                     [output.path(f"slot_{k}.mp4") for k in chosen],
-                    ["input"] + [f"{Path(names[order.index(k)]).stem} (slot {k})" for k in chosen], width, height)
+                    ["input"] + [f"{Path(names[order.index(k)]).stem} (slot {k})" for k in chosen], width, height,
+                    batch)
         total_s = time.perf_counter() - t_start
         meta["timings"] = {**{f"{k}_s": round(v, 3) for k, v in timer.t.items()},
                            "processing_s": round(t_proc, 3), "total_s": round(total_s, 3),
