@@ -18,6 +18,7 @@ from types import TracebackType
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 __all__ = ["VideoError", "VideoInfo", "probe", "read_video", "iter_frames", "VideoWriter", "write_video"]
 
@@ -138,13 +139,16 @@ class _Converter:
         self.scale_w, self.scale_h = (self.out_h, self.out_w) if swap else (self.out_w, self.out_h)
         downscale = self.scale_w * self.scale_h < width * height
         self.interpolation = "AREA" if downscale else "BILINEAR"
+        # One reformatter for the whole stream: it keeps its scaler between frames, where frame.reformat and
+        # to_ndarray build a new one per frame (5-20x slower for small frames).
+        self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if (frame.width, frame.height) == (self.scale_w, self.scale_h):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         else:
-            rgb = frame.reformat(
-                width=self.scale_w, height=self.scale_h, format="rgb24", interpolation=self.interpolation
+            rgb = self._reformatter.reformat(
+                frame, width=self.scale_w, height=self.scale_h, format="rgb24", interpolation=self.interpolation
             ).to_ndarray()
         if self.rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rotation // 90))
