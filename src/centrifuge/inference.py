@@ -17,8 +17,8 @@ Why each step (measured figures in ``docs/performance.md``):
 * ``channels_last_3d``: oneDNN's convolutions work on channels-innermost data; with the default layout
   every convolution reorders its input and output.
 * Reduced precision: with BN folded the whole network is cast to bf16/fp16 (no per-op casts, as autocast
-  would do). On CPUs with AMX/AVX512-BF16 bf16 is several times faster than fp32; on others it can be
-  slower, so ``"auto"`` means fp32 on CPU and bf16 on GPUs that support it.
+  would do). On CPUs with AMX-BF16 bf16 is 3-3.5x faster than fp32; on others it can be slower, so
+  ``"auto"`` means bf16 on GPUs that support it and on AMX CPUs, fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 __all__ = [
     "PRECISIONS",
     "resolve_precision",
+    "cpu_has_fast_bf16",
     "fold_batch_norm",
     "inference_context",
     "InferenceModel",
@@ -49,15 +50,26 @@ __all__ = [
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX-BF16)."""
+    try:
+        return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+    except (AttributeError, RuntimeError):  # older PyTorch
+        return False
+
+
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on ``device``.
 
-    ``auto`` is bf16 on GPUs that support it and fp32 otherwise (on CPU, bf16 only pays off with AMX or
-    AVX512-BF16, so it is not chosen blindly).
+    ``auto`` is bf16 on GPUs that support it and on CPUs with AMX-BF16 (3-3.5x faster than fp32 there, see
+    ``docs/performance.md``; the output differs from fp32 by ~56 dB PSNR), fp32 otherwise: without AMX,
+    bf16 convolutions on CPU are emulated and can be slower than fp32.
     """
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_fast_bf16():
             return torch.bfloat16
         return torch.float32
     if precision not in PRECISIONS:
