@@ -17,6 +17,7 @@ sends the state to the other ranks, so other machines need not see the run folde
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -105,6 +106,10 @@ class Distributed:
 
     def close(self) -> None:
         if self.enabled and torch_dist.is_initialized():
+            # Free the DDP reducer (held in reference cycles) before its process group goes away: destroyed
+            # afterwards, at interpreter exit, it can abort the process ("terminate called without an active
+            # exception") after a successful run.
+            gc.collect()
             torch_dist.destroy_process_group()
 
 
