@@ -164,14 +164,18 @@ def bench_inference(s: BenchSettings) -> dict[str, Any]:
     return result
 
 
-def _profile(fn: Callable[[], Any], fast: Any, top: int) -> list[dict[str, Any]]:
-    """The ``top`` operators by own time in one call of ``fn`` (torch.profiler)."""
+def _profile(fn: Callable[[], Any], fast: Any, top: int, device: torch.device | None = None) -> list[dict[str, Any]]:
+    """The ``top`` operators by own time in one call of ``fn`` (torch.profiler), in ``fast``'s inference
+    context (``fast=None``: as is, on ``device``)."""
+    from contextlib import nullcontext
+
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if fast.device.type == "cuda" else [])
-    with fast.context(), profile(activities=activities) as prof:
+    device = fast.device if fast is not None else torch.device(device or "cpu")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with fast.context() if fast is not None else nullcontext(), profile(activities=activities) as prof:
         fn()
-        _sync(fast.device)
+        _sync(device)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
@@ -223,6 +227,7 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
 
     times = time_call(step, s.repeats, s.warmup, device)
     seconds = _median(times)
+    profile = _profile(step, None, s.profile, device) if s.profile else None
     meta = _meta_model(s.model)
     flops = count_flops(meta, torch.zeros(batch, 3, s.frames, s.size, s.size, device="meta"), backward=True)
     return {
@@ -233,6 +238,7 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
         "gflop_per_clip": flops / batch / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
         "dtype": str(amp or torch.float32).removeprefix("torch."),
+        **({"profile": profile} if profile else {}),
     }
 
 
@@ -333,6 +339,11 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def _profile_lines(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"  {row['op'][:48]:<48} {row['calls']:5d} calls {row['self_ms']:10.1f} ms {100 * row['share']:5.1f}%"
+            for row in rows]
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The readable table ``centrifuge bench`` prints."""
     s = r["settings"]
@@ -352,14 +363,15 @@ def format_report(r: dict[str, Any]) -> str:
                      f"{v['achieved_gflops']:.1f} GFLOP/s")
     if r.get("profile"):
         lines.append("operators by own time (one forward, torch.profiler):")
-        for row in r["profile"]:
-            lines.append(f"  {row['op']:<36} {row['calls']:5d} calls {row['self_ms']:10.1f} ms "
-                         f"{100 * row['share']:5.1f}%")
+        lines.extend(_profile_lines(r["profile"]))
     if "train" in r:
         t = r["train"]
         lines.append(f"training step:          {_fmt_s(t['seconds_per_step']):>10} (batch {t['batch']}, {t['dtype']}), "
                      f"{t['clips_per_s']:.2f} clips/s, {t['achieved_gflops']:.1f} GFLOP/s, "
                      f"{100 * t['fraction_of_peak']:.0f}% of the {t['peak_gflops']:.0f} GFLOP/s peak")
+        if t.get("profile"):
+            lines.append("operators by own time (one training step, torch.profiler):")
+            lines.extend(_profile_lines(t["profile"]))
     if "data" in r:
         d = r["data"]
         kind = "cache" if d["cache"] else "videos"

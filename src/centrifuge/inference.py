@@ -17,8 +17,11 @@ Why each step (measured figures in ``docs/performance.md``):
 * ``channels_last_3d``: oneDNN's convolutions work on channels-innermost data; with the default layout
   every convolution reorders its input and output.
 * Reduced precision: with BN folded the whole network is cast to bf16/fp16 (no per-op casts, as autocast
-  would do). On CPUs with AMX-BF16 bf16 is 3-3.5x faster than fp32; on others it can be slower, so
+  would do). On CPUs with AMX-BF16 bf16 is about 3x faster than fp32; on others it can be slower, so
   ``"auto"`` means bf16 on GPUs that support it and on AMX CPUs, fp32 elsewhere.
+* CPU kernels: the convolution units run as single oneDNN calls with weights packed once and the ReLU fused
+  (:class:`OneDNNUnit3D`), and :class:`CpuKernels` keeps PyTorch off its slow fallbacks for batch-1 3D
+  convolutions, pooling, upsampling and padding (each result is the same as the stock operator's).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on ``device``.
 
-    ``auto`` is bf16 on GPUs that support it and on CPUs with AMX-BF16 (3-3.5x faster than fp32 there, see
+    ``auto`` is bf16 on GPUs that support it and on CPUs with AMX-BF16 (about 3x faster than fp32 there, see
     ``docs/performance.md``; the output differs from fp32 by ~56 dB PSNR), fp32 otherwise: without AMX,
     bf16 convolutions on CPU are emulated and can be slower than fp32.
     """
@@ -122,9 +125,9 @@ class CpuKernels(TorchFunctionMode):
 
     * ``conv3d`` always goes to oneDNN (``aten.mkldnn_convolution``). PyTorch's own heuristic sends batch-1
       convolutions with small ``C*T*H`` (the decoder's thin full-resolution layers, 1x1x1 convolutions when
-      single-threaded) to its im2col fallback, which is 10-30x slower here and returns a contiguous tensor,
+      single-threaded) to its im2col fallback, which is much slower on them and returns a contiguous tensor,
       so every later layer loses the channels-last layout too.
-    * RGB input (3 channels) is zero-padded to 4 channels, which oneDNN runs 1.4-2x faster.
+    * RGB input (3 channels) is zero-padded to 4 channels, which oneDNN's stem kernels handle better.
     * Stride-1 max-pools (every Inception block has one) run as three 1-D maxima over shifted views
       (2+2+2 instead of 26 comparisons per output); the result is identical.
     * Transposed convolutions with ``kernel == stride`` (the decoder's upsampling: no overlap) are one
@@ -210,7 +213,7 @@ class CpuKernels(TorchFunctionMode):
                 or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)):
             return None
         if groups == 1 and x.shape[1] == 3:
-            # RGB input: oneDNN runs 4 input channels 1.4x (fp32) to 2x (bf16) faster than 3; the zero
+            # RGB input: oneDNN's stem kernels run 4 input channels faster than 3; the zero
             # channel adds nothing to the result.
             x4 = torch.empty((x.shape[0], 4, *x.shape[2:]), dtype=x.dtype, memory_format=torch.channels_last_3d)
             x4[:, :3] = x

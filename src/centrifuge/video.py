@@ -140,7 +140,7 @@ class _Converter:
         downscale = self.scale_w * self.scale_h < width * height
         self.interpolation = "AREA" if downscale else "BILINEAR"
         # One reformatter for the whole stream: it keeps its scaler between frames, where frame.reformat and
-        # to_ndarray build a new one per frame (5-20x slower for small frames).
+        # to_ndarray build a new one per frame (1.4-2.3x slower per read, docs/performance.md).
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:

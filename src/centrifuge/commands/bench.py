@@ -41,7 +41,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
     p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
-                   help="also list the N operators taking the most time in one forward (default N: 15)")
+                   help="also list the N operators taking the most time in one forward and training step "
+                   "(default N: 15)")
     p.add_argument("--no-split", action="store_true", help="skip timing the encoders and decoders separately")
     p.add_argument("--train", action="store_true", help="also time a training step (forward, PIT loss, backward, SGD)")
     p.add_argument("--train-batch", type=int, help="clips per training step (default: the preset's batch size)")
