@@ -31,7 +31,7 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be read; the message is for the user."""
 
 
-def _atomic(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Write through a temporary file in the same folder and rename, so no half-written file is left."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -60,7 +60,7 @@ def save_weights(path: str | Path, model: torch.nn.Module, model_cfg: ModelConfi
     meta = {"centrifuge_config": json.dumps(model_cfg.to_dict())}
     if extra:
         meta["centrifuge_info"] = json.dumps(extra)
-    _atomic(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -71,8 +71,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torc
     # the clip geometry travels with the weights: separation uses it for its window and working size
     save_weights(run_dir / WEIGHTS, model, model_cfg,
                  {"step": state.get("step"), "train": {k: train[k] for k in ("frames", "size") if k in train}})
-    _atomic(run_dir / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
-    _atomic(run_dir / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
+    atomic_write(run_dir / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
+    atomic_write(run_dir / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
 
 def default_model_path() -> Path:

@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from .data import to_model
 from .errors import CentrifugeError
 from .losses import pairwise_loss, pit_from_matrix, reconstruction_loss
+from .train import pick_device
 from .video import VideoWriter, iter_frames, probe
 
 __all__ = ["SeparationResult", "WindowStitcher", "match_slots", "separate", "DEFAULT_WINDOW"]
@@ -250,18 +251,6 @@ def _load(model: None | str | os.PathLike[str] | nn.Module, device: torch.device
     from .checkpoint import load_model
 
     return load_model(model, device)
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise CentrifugeError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CentrifugeError("--device cuda was asked for but no CUDA GPU is available")
-    return device
 
 
 def _check_precision(precision: str) -> str:
@@ -680,7 +669,7 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
          device_name: str, precision: str, window: int | None, overlap: int | None, progress: bool,
          tile: int | bool | None, detail: bool, t_start: float) -> SeparationResult:
     timer = _Timer()
-    dev = _pick_device(device_name)
+    dev = pick_device(device_name)
     _check_precision(precision)
     model, info = _load(model_arg, dev)
     train_frames, train_size = _training_geometry(info)

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Sampler
 from .checkpoint import CONFIG, CheckpointError, load_training_state, save_checkpoint, unwrap
 from .config import TrainConfig, config_to_dict, train_config_from_dict
 from .data import BlendDataset, ClipSpec, from_model
+from .errors import CentrifugeError
 from .losses import pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
@@ -118,7 +119,13 @@ def pick_device(name: str, dist: Distributed | None = None) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and dist is not None and dist.enabled:
         return torch.device("cuda", dist.local_rank)
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise CentrifugeError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CentrifugeError("--device cuda was asked for but no CUDA GPU is available")
+    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

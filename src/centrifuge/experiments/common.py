@@ -29,7 +29,6 @@ import math
 import os
 import random
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import CONFIG, WEIGHTS, load_model, read_model_info
+from ..checkpoint import CONFIG, WEIGHTS, atomic_write, load_model, read_model_info
 from ..config import load_preset
 from ..data import list_videos, load_kinetics, split_videos, to_model, write_file_list
 from ..errors import CentrifugeError
@@ -616,20 +615,6 @@ def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not the report
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse to replace an earlier report unless asked (before any slow work)."""
     if out.exists() and not out.is_dir():
@@ -647,11 +632,11 @@ def write_report(ctx: Context, report: Report) -> dict[str, Path]:
         path = out / name
         # 256 colours: a third of the size for frame strips, no visible change for charts
         small = image.quantize(256, method=Image.Quantize.MEDIANCUT) if image.mode == "RGB" else image
-        _write_atomic(path, lambda tmp, small=small: small.save(tmp, format="PNG", optimize=True))
+        atomic_write(path, lambda tmp, small=small: small.save(tmp, format="PNG", optimize=True))
         written[name] = path
     pair_cols = list(dict.fromkeys(k for r in report.pair_rows for k in r))
     if report.pair_rows:
-        _write_atomic(out / "pairs.csv", lambda tmp: Path(tmp).write_text(_csv_text(pair_cols, report.pair_rows)))
+        atomic_write(out / "pairs.csv", lambda tmp: Path(tmp).write_text(_csv_text(pair_cols, report.pair_rows)))
         written["pairs.csv"] = out / "pairs.csv"
     elapsed = time.time() - ctx.t0
     s = ctx.s
@@ -684,11 +669,11 @@ def write_report(ctx: Context, report: Report) -> dict[str, Path]:
                "notes": report.notes, "models": [asdict(m) for m in ctx.models],
                "videos": [{"path": str(v.path), "held_out": v.held_out, "label": v.label} for v in ctx.videos],
                "train_videos": [str(p) for p in ctx.train_videos]}
-    _write_atomic(out / "results.json",
+    atomic_write(out / "results.json",
                   lambda tmp: Path(tmp).write_text(json.dumps(_no_nan(summary), indent=2, default=str)))
-    _write_atomic(out / "results.md", lambda tmp: Path(tmp).write_text(md_text))
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(md_text))
     # results.csv last: its presence marks a finished report (see check_out)
-    _write_atomic(out / "results.csv", lambda tmp: Path(tmp).write_text(csv_text))
+    atomic_write(out / "results.csv", lambda tmp: Path(tmp).write_text(csv_text))
     written.update({"results.json": out / "results.json", "results.md": out / "results.md",
                     "results.csv": out / "results.csv"})
     return written
