@@ -23,6 +23,7 @@ from centrifuge.experiments.common import (
     MIN_HELD_OUT_VIDEOS,
     ClipSet,
     Video,
+    _autocast,
     choose_clip_pairs,
     load_clip_set,
     pearson,
@@ -140,7 +141,8 @@ def test_pearson():
 def _check_baselines(out: Path, summary: dict, rows: list[dict], pairs: list[dict]) -> None:
     cs = _clip_set(summary)
     pair_idx = choose_clip_pairs(cs, summary["settings"]["pairs"], summary["settings"]["seed"])
-    trained = evaluate_clips(_model(summary, "predictor (trained)"), to_model(cs.frames), pair_idx)
+    with _autocast(torch.device("cpu")):  # the experiment's own precision (bf16 on AMX CPUs)
+        trained = evaluate_clips(_model(summary, "predictor (trained)"), to_model(cs.frames), pair_idx)
     assert float(rows[0]["loss"]) == pytest.approx(trained["identity_loss"], rel=1e-5)
     assert float(rows[2]["loss"]) == pytest.approx(trained["model_loss"], rel=1e-5)
     assert [r["model"] for r in rows][0] == "identity"
@@ -155,7 +157,8 @@ def _check_layers(out: Path, summary: dict, rows: list[dict], pairs: list[dict])
         ("predictor-corrector", 2), ("predictor-corrector", 4)]
     cs = _clip_set(summary)
     pair_idx = choose_clip_pairs(cs, summary["settings"]["pairs"], summary["settings"]["seed"])
-    again = evaluate_clips(_model(summary, "predictor-corrector, n = 4"), to_model(cs.frames), pair_idx)
+    with _autocast(torch.device("cpu")):
+        again = evaluate_clips(_model(summary, "predictor-corrector, n = 4"), to_model(cs.frames), pair_idx)
     assert float(rows[5]["loss"]) == pytest.approx(again["model_loss"], rel=1e-5)
     configs = {(m["config"]["n_layers"], m["config"]["corrector"]) for m in summary["models"]}
     assert configs == {(2, False), (4, False), (8, False), (12, False), (2, True), (4, True)}

@@ -92,3 +92,21 @@ def test_psnr_range():
     assert torch.isinf(psnr(v, v)).item() is False  # clamped, finite
     assert psnr(v, v).item() > 90
     assert abs(psnr(torch.ones(1, 3, 1, 2, 2), -torch.ones(1, 3, 1, 2, 2)).item()) < 1e-5  # full-range error: 0 dB
+
+
+def test_pit_gradient_only_through_chosen_pairs():
+    # training differentiates the chosen pairs only; loss and gradient equal those of the full matrix's min
+    torch.manual_seed(0)
+    out = torch.randn(3, 4, 3, 2, 8, 8, requires_grad=True)
+    tgt = torch.randn(3, 2, 3, 2, 8, 8)
+    loss, assign = pit_loss(out, tgt)
+    loss.sum().backward()
+    ref = out.detach().clone().requires_grad_(True)
+    ref_loss, ref_assign = pit_from_matrix(pairwise_loss(ref, tgt))
+    ref_loss.sum().backward()
+    torch.testing.assert_close(loss, ref_loss)
+    assert torch.equal(assign, ref_assign)
+    torch.testing.assert_close(out.grad, ref.grad)
+    unchosen = torch.ones(3, 4, dtype=torch.bool)
+    unchosen[torch.arange(3)[:, None], assign] = False
+    assert out.grad[unchosen].abs().sum() == 0 and out.grad[~unchosen].abs().sum() > 0

@@ -59,7 +59,8 @@ def tiny_config(videos: list[str], out: Path, **kw) -> TrainConfig:
 
 def test_training_overfits_one_blend(videos, tmp_path):
     run = tmp_path / "run"
-    state = train(TINY, tiny_config(videos, run, iterations=100, image_every=50), progress=False)
+    state = train(TINY, tiny_config(videos, run, iterations=100, image_every=50, val_data=list(videos),
+                                    val_every=50), progress=False)
     assert state["step"] == 100
     losses = tb_scalars(run, "train/loss")
     assert sorted(losses) == list(range(1, 101))
@@ -70,6 +71,10 @@ def test_training_overfits_one_blend(videos, tmp_path):
     assert (run / WEIGHTS).exists()
     assert tb_images(run) == ["blend|targets|outputs"]
     assert set(tb_scalars(run, "perf/clips_per_s")) == set(range(1, 101))
+    # validation on the (here: training) pair, logged at steps 50 and 100 and kept with the checkpoint
+    ratios = tb_scalars(run, "val/ratio")
+    assert set(ratios) == {50, 100} and ratios[100] < ratios[50], ratios  # it is still learning at step 100
+    assert state["val"]["pairs"] == 1 and state["val"]["ratio"] == pytest.approx(ratios[100], rel=1e-5)
 
 
 class Interrupted(Exception):

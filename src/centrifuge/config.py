@@ -38,6 +38,7 @@ class TrainConfig:
     alpha: float = 0.5
     alpha_range: tuple[float, float] | None = None
     frozen: bool = False
+    augment: bool = False  # scale, camera motion, colour, frozen/reversed clips (centrifuge.augment)
     preload: bool = False
     workers: int = 4
     # optimisation (paper defaults)

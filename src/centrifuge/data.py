@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import Augmentation, augment_clip
 from .blend import mix
 from .video import VideoError, VideoInfo, probe, read_video
 
@@ -248,18 +249,23 @@ class ClipSpec:
 
     Training clips are random windows, resized so the shortest side is ``round(resize_factor * size)``,
     randomly cropped to ``size`` and randomly flipped left-right. Validation clips (``train=False``) are
-    centre windows, resized to ``size`` and centre-cropped.
+    centre windows, resized to ``size`` and centre-cropped. With ``augment``, training clips are decoded at
+    shortest side ``augment.zoom * size`` and :func:`centrifuge.augment.augment_clip` replaces the crop and
+    flip (scale, camera motion, colour, frozen and reversed clips).
     """
 
     frames: int
     size: int
     train: bool
     resize_factor: float = 1.15
+    augment: Augmentation | None = None  # training only: replaces the crop and flip (see centrifuge.augment)
 
     @property
     def decode_size(self) -> int:
         """Shortest side frames are decoded at before cropping."""
-        return round(self.resize_factor * self.size) if self.train else self.size
+        if not self.train:
+            return self.size
+        return round((self.augment.zoom if self.augment else self.resize_factor) * self.size)
 
 
 def _window_start(num_frames: int, spec: ClipSpec, rng: random.Random | None) -> int:
@@ -279,6 +285,8 @@ def _loop(clip: np.ndarray, frames: int) -> np.ndarray:
 
 
 def _crop_flip(clip: np.ndarray, spec: ClipSpec, rng: random.Random | None) -> np.ndarray:
+    if spec.train and spec.augment is not None:
+        return augment_clip(clip, spec.size, rng or random.Random(), spec.augment)
     _, h, w, _ = clip.shape
     s = spec.size
     if h < s or w < s:
@@ -437,7 +445,23 @@ def _item(
     }
 
 
-class BlendDataset(Dataset):
+class _VideoDataset(Dataset):
+    """A dataset drawing clips from a ``_ClipSource`` (``self._source``)."""
+
+    _source: _ClipSource
+
+    @property
+    def paths(self) -> list[Path]:
+        """The videos, by index (``videos`` in items indexes this list)."""
+        return self._source.paths
+
+    @property
+    def failed_videos(self) -> set[Path]:
+        """Videos that failed to decode so far (skipped)."""
+        return self._source.failed_videos
+
+
+class BlendDataset(_VideoDataset):
     """Synthetic training blends: each item mixes clips of ``k`` different videos.
 
     Items are dicts with ``mix`` ``[3, T, H, W]``, ``layers`` ``[k, 3, T, H, W]`` (all in [-1, 1]),
@@ -490,14 +514,6 @@ class BlendDataset(Dataset):
         self.epoch = 0
         self._source = _ClipSource(paths, spec, preload, max_frames_per_video)
         self._check_enough()
-
-    @property
-    def paths(self) -> list[Path]:
-        return self._source.paths
-
-    @property
-    def failed_videos(self) -> set[Path]:
-        return self._source.failed_videos
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -561,7 +577,7 @@ def all_pairs(
     return pairs
 
 
-class PairDataset(Dataset):
+class PairDataset(_VideoDataset):
     """Deterministic validation blends of given video pairs (centre windows, centre crops).
 
     Items are like :class:`BlendDataset`'s (``videos`` holds the pair). Pairs whose videos cannot be
@@ -602,14 +618,6 @@ class PairDataset(Dataset):
                 len(pairs) - len(self.pairs),
                 len(pairs),
             )
-
-    @property
-    def paths(self) -> list[Path]:
-        return self._source.paths
-
-    @property
-    def failed_videos(self) -> set[Path]:
-        return self._source.failed_videos
 
     def __len__(self) -> int:
         return len(self.pairs)

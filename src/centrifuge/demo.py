@@ -19,7 +19,7 @@ from .data import ClipSpec, from_model, sample_clip, to_model
 from .errors import CentrifugeError
 from .evaluate import evaluate_clips, format_table
 from .losses import pairwise_loss, pit_from_matrix
-from .separate import _thumb, _write_contact, separate
+from .separate import separate, thumbnail, write_contact_sheet
 
 BLEND_CLIPS = ("bikes.mp4", "office-window.mp4")
 REAL_CLIP = "carphone.mp4"  # filmed from inside a car: scenery through (and reflected in) the window glass
@@ -36,8 +36,8 @@ def _truth_sheet(path: Path, clips: torch.Tensor, mix: torch.Tensor, layers: tor
     frames = [from_model(mix), from_model(clips[0]), from_model(clips[1]),
               from_model(layers[0]), from_model(layers[1])]
     picks = np.linspace(0, mix.shape[1] - 1, 4).round().astype(int)
-    rows = [(int(t), [_thumb(f[t], 128) for f in frames]) for t in picks]
-    _write_contact(path, rows, ["blend", "clip A", "clip B", "layer ~A", "layer ~B"])
+    rows = [(int(t), [thumbnail(f[t], 128) for f in frames]) for t in picks]
+    write_contact_sheet(path, rows, ["blend", "clip A", "clip B", "layer ~A", "layer ~B"])
 
 
 def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = False,

@@ -508,7 +508,8 @@ def _label(text: str, width: int, height: int = _LABEL_H) -> np.ndarray:
     return np.asarray(img)
 
 
-def _thumb(frame: np.ndarray, height: int) -> np.ndarray:
+def thumbnail(frame: np.ndarray, height: int) -> np.ndarray:
+    """``uint8 [H, W, 3]`` frame resized to ``height`` rows, keeping its aspect ratio."""
     from PIL import Image
 
     h, w = frame.shape[:2]
@@ -516,7 +517,7 @@ def _thumb(frame: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
 
-def _write_contact(path: Path, rows: list[tuple[int, list[np.ndarray]]], names: list[str]) -> None:
+def write_contact_sheet(path: Path, rows: list[tuple[int, list[np.ndarray]]], names: list[str]) -> None:
     """Rows = sampled frames, columns = input | layers, with a header of column names."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -773,8 +774,8 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
                         kept[k].append(out[k])
                 for t in range(a, b):
                     if emitted + t in contact_at:
-                        thumbs[emitted + t] = [_thumb(video[t - a], _CONTACT_CELL_H)] + [
-                            _thumb(out[k, t - a], _CONTACT_CELL_H) for k in range(nl)]
+                        thumbs[emitted + t] = [thumbnail(video[t - a], _CONTACT_CELL_H)] + [
+                            thumbnail(out[k, t - a], _CONTACT_CELL_H) for k in range(nl)]
             emitted += c
             if bar is not None:
                 bar.update(c)
@@ -865,7 +866,7 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
                 col_names = ["input"] + [Path(nm).stem for nm in names]
                 rows = [(i, [cells[0]] + [cells[1 + k] for k in order]) for i, cells in sorted(thumbs.items())]
                 if rows:
-                    _write_contact(output.path(CONTACT_NAME), rows, col_names)
+                    write_contact_sheet(output.path(CONTACT_NAME), rows, col_names)
                 batch = max(1, _COMPOSE_BUDGET // (3 * 3 * height * width))
                 inputs = (iter([array[i:i + batch] for i in range(0, len(array), batch)]) if array is not None
                           else iter_frames(input_path, batch=batch))

@@ -41,4 +41,4 @@ def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
 def add_device_args(p: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast precision (default: bf16 on GPUs that have it, fp32 on CPU)")
+                   help="autocast precision (default: bf16 on GPUs that have it and on CPUs with AMX-BF16, else fp32)")

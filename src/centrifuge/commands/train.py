@@ -21,7 +21,7 @@ DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer", "frames",
                 "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list", "log_every",
-                "ckpt_every", "image_every", "grad_clip", "videos_per_blend"]
+                "ckpt_every", "image_every", "grad_clip", "videos_per_blend", "val_every", "val_pairs"]
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps"}
 
@@ -57,6 +57,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha-range", type=float, nargs=2, metavar=("A", "B"), help="sample alpha in [A, B]")
     p.add_argument("--videos-per-blend", type=int, help="videos mixed per training example (default 2)")
     p.add_argument("--frozen", action="store_true", help="train on frozen clips (one frame repeated, Table 3)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale, camera motion, colour filters, frozen and reversed clips (small datasets)")
     p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=None,
                    help="decode every video once into memory (small datasets)")
     p.add_argument("--layers", type=int, help="number of output layers n")
@@ -73,6 +75,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int)
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--image-every", type=int)
+    p.add_argument("--val-data", nargs="+", metavar="VIDEO_OR_DIR",
+                   help="held-out videos: every --val-every steps, the PIT loss / identity ratio on their pairs")
+    p.add_argument("--val-every", type=int, help="validation interval in steps (0: none)")
+    p.add_argument("--val-pairs", type=int, help="at most this many seeded validation pairs (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_args(p)
     p.set_defaults(func=run)
@@ -94,12 +100,14 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
     if args.alpha_range:
         cfg.alpha_range = tuple(args.alpha_range)
     cfg.frozen = cfg.frozen or args.frozen
-    for name in ("preload", "sync_bn", "compile"):
+    for name in ("augment", "preload", "sync_bn", "compile"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.device, cfg.precision = args.device, args.precision if args.precision != "auto" else cfg.precision
     if args.data:
         cfg.data = list(args.data)
+    if getattr(args, "val_data", None):
+        cfg.val_data = list(args.val_data)
     cfg.out = str(run_folder(args))
     assert {f.name for f in fields(TrainConfig)} >= set(_TRAIN_FLAGS)
     return model_cfg, cfg
@@ -123,7 +131,7 @@ def _resume_configs(args: argparse.Namespace, out: Path) -> tuple[ModelConfig, T
     changed = [f"model.{k}" for k, v in ref_model.to_dict().items() if saved_model.to_dict()[k] != v]
     changed += changed_fields(saved_cfg, ref_cfg)
     if changed:
-        not_flags = {"data", "out", "kinetics_csv", "file_list", "val_every", "val_pairs"}
+        not_flags = {"data", "out", "kinetics_csv", "file_list"}
         may = sorted(f"--{f.replace('_', '-')}" for f in RESUME_FIELDS - not_flags)
         raise CentrifugeError(f"--resume continues {out} with its saved settings, but these differ from its "
                               f"{CONFIG}: {', '.join(changed)} (only the data paths and {', '.join(may)} may change)")
