@@ -198,3 +198,14 @@ def test_cli_train_missing_data(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "run"), *CLI_TINY]) == 2
     assert "no training data" in _error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_keeps_the_fp16_loss_scale(videos, tmp_path):
+    # the GradScaler's scale and growth counter travel with the checkpoint: the counter goes on from 2 to 4
+    run = tmp_path / "run"
+    first = train(TINY, tiny_config(videos, run, iterations=2, precision="fp16", ckpt_every=1), progress=False)
+    assert first["grad_scaler"]["_growth_tracker"] == 2
+    resumed = train(TINY, tiny_config(videos, run, iterations=4, precision="fp16", ckpt_every=1), resume=True,
+                    progress=False)
+    assert resumed["grad_scaler"]["_growth_tracker"] == 4
+    assert resumed["grad_scaler"]["scale"] == first["grad_scaler"]["scale"]

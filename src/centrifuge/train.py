@@ -375,6 +375,8 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     torch.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
     amp = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if scaler.is_enabled() and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
     net = torch.compile(ddp) if cfg.compile else ddp
@@ -483,7 +485,8 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         if step % cfg.ckpt_every == 0 or step == cfg.iterations:
             state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": step_loss,
                      "world_size": dist.world_size, "elapsed_s": state.get("elapsed_s", 0.0) + time.time() - t0,
-                     **({"val": last_val} if last_val else {})}
+                     **({"val": last_val} if last_val else {}),
+                     **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
             t0 = time.time()
             save_checkpoint(out, model, optimizer, model_cfg, state)
             writer.flush()
