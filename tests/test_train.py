@@ -11,7 +11,7 @@ from helpers import make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
-from centrifuge.checkpoint import CONFIG, WEIGHTS
+from centrifuge.checkpoint import CONFIG, WEIGHTS, CheckpointError
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
@@ -209,3 +209,18 @@ def test_resume_keeps_the_fp16_loss_scale(videos, tmp_path):
                     progress=False)
     assert resumed["grad_scaler"]["_growth_tracker"] == 4
     assert resumed["grad_scaler"]["scale"] == first["grad_scaler"]["scale"]
+
+
+def test_init_fine_tunes_from_given_weights(videos, tmp_path):
+    first = tmp_path / "first"
+    train(TINY, tiny_config(videos, first, iterations=2), progress=False)
+    # another architecture is asked for, but --init brings its own; lr 0 keeps the weights as loaded
+    other = ModelConfig(n_layers=3, width=0.125, final_endpoint="Mixed_3c")
+    tuned = tmp_path / "tuned"
+    state = train(other, tiny_config(videos, tuned, iterations=1, lr=0.0, init=str(first)), progress=False)
+    assert state["model"] == TINY.to_dict() and state["train"]["init"] == str(first)
+    a, b = load_file(str(first / WEIGHTS)), load_file(str(tuned / WEIGHTS))
+    weights = [k for k in a if k.endswith("weight") and a[k].dim() == 5]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+    with pytest.raises(CheckpointError):
+        train(TINY, tiny_config(videos, tmp_path / "x", iterations=1, init=str(tmp_path / "missing")), progress=False)

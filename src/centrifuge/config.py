@@ -41,6 +41,7 @@ class TrainConfig:
     augment: bool = False  # scale, camera motion, colour, frozen/reversed clips (centrifuge.augment)
     preload: bool = False
     workers: int = 4
+    init: str | None = None  # start from these weights (run folder, .safetensors, or "default"): fine-tuning
     # optimisation (paper defaults)
     iterations: int = PAPER_ITERATIONS
     batch_size: int = 10  # global, over all ranks

@@ -37,7 +37,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from .augment import Augmentation
-from .checkpoint import CONFIG, CheckpointError, load_training_state, save_checkpoint, unwrap
+from .checkpoint import (
+    CONFIG,
+    CheckpointError,
+    load_model,
+    load_training_state,
+    read_model_info,
+    save_checkpoint,
+    unwrap,
+)
 from .config import TrainConfig, config_to_dict, train_config_from_dict
 from .data import BlendDataset, ClipSpec, from_model
 from .errors import CentrifugeError
@@ -58,7 +66,7 @@ DIST_TIMEOUT = timedelta(minutes=30)
 #: BatchNorm statistics (see docs/distributed.md), ``precision`` the arithmetic; all three may have to
 #: change with the hardware, so they are allowed.
 RESUME_FIELDS = frozenset({
-    "data", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers", "preload", "device",
+    "init", "data", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers", "preload", "device",
     "precision", "sync_bn", "compile", "log_every", "ckpt_every", "image_every", "val_data", "val_every", "val_pairs",
 })
 
@@ -351,6 +359,14 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         start_step = int(state["step"])
     else:
         model_cfg, cfg = _on_rank0(dist, lambda: (model_cfg, cfg))
+    init_weights = None
+    if ckpt is None and cfg.init:
+        # Fine-tuning: the architecture comes with the weights. Rank 0 reads them; DDP hands them to the others.
+        init_path = None if cfg.init == "default" else cfg.init
+        model_cfg = _on_rank0(dist, lambda: read_model_info(init_path)[0])
+        if dist.is_main:
+            init_weights = load_model(init_path)[0].state_dict()
+            log.info("starting from the weights of %s", cfg.init)
 
     device = pick_device(cfg.device, dist)
     local, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
@@ -364,6 +380,9 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         if device.type == "cpu":
             raise ValueError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU tensors")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+        del init_weights
     optimizer = make_optimizer(model, cfg)
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])

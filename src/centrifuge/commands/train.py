@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
-_TRAIN_FLAGS = ["iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer", "frames",
-                "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list", "log_every",
-                "ckpt_every", "image_every", "grad_clip", "videos_per_blend", "val_every", "val_pairs"]
+_TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
+                "frames", "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list",
+                "log_every", "ckpt_every", "image_every", "grad_clip", "videos_per_blend", "val_every", "val_pairs"]
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps"}
 
@@ -42,6 +42,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinetics-csv", help="official Kinetics CSV (label,youtube_id,time_start,time_end,split)")
     p.add_argument("--kinetics-split", help="rows of this split only (default: train)")
     p.add_argument("--file-list", help="text file with one video path per line")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune: start from these weights (a run folder, a .safetensors file, or 'default' for "
+                        "the packaged model); the architecture comes with them")
     p.add_argument("--iterations", type=int, help="iterations; the lr milestones scale with it")
     p.add_argument("--batch-size", type=int, help="global batch size over all ranks (paper: 10)")
     p.add_argument("--micro-batch", type=int,
