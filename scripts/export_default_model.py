@@ -1,6 +1,9 @@
 """Copy a trained run's weights into the package as the default model, with its provenance in the metadata.
 
 Usage: python scripts/export_default_model.py RUN_DIR "DATA DESCRIPTION" "HARDWARE DESCRIPTION"
+
+A run started with ``--init OTHER_RUN`` (fine-tuning) counts the iterations and training time of the runs it
+started from too, following the chain of ``init`` run folders.
 """
 
 from __future__ import annotations
@@ -8,19 +11,31 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from centrifuge.checkpoint import default_model_path, load_model, read_model_info, save_weights
 from centrifuge.model import ModelConfig
 
 
-def main(run_dir: Path, data: str, hardware: str) -> None:
+def lineage(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's ``config.json`` state, preceded by those of the runs it was initialised from."""
     state = json.loads((run_dir / "config.json").read_text())
+    init = state["train"].get("init")
+    before = lineage(Path(init)) if init and (Path(init) / "config.json").is_file() else []
+    return before + [state]
+
+
+def main(run_dir: Path, data: str, hardware: str) -> None:
+    chain = lineage(run_dir)
+    state = chain[-1]
     model, _ = load_model(run_dir)
     cfg, _, _ = read_model_info(run_dir)
     train = state["train"]
-    info = {"step": state["step"], "train": {"frames": train["frames"], "size": train["size"]},
+    info = {"step": sum(s["step"] for s in chain), "train": {"frames": train["frames"], "size": train["size"]},
             "preset": "cpu-small", "data": data, "hardware": hardware,
-            "wall_time_s": round(state.get("elapsed_s", 0.0)), "final_train_loss": state.get("loss")}
+            "phases": [{"run": Path(s["train"]["out"]).name, "iterations": s["step"], "lr": s["train"]["lr"],
+                        "augment": s["train"].get("augment", False)} for s in chain],
+            "wall_time_s": round(sum(s.get("elapsed_s", 0.0) for s in chain)), "final_train_loss": state.get("loss")}
     out = default_model_path()
     save_weights(out, model, ModelConfig.from_dict(cfg.to_dict()), info)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
