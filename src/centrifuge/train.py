@@ -189,7 +189,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 def training_videos(cfg: TrainConfig) -> list[Path]:
     """The list of training videos: folders/files in ``cfg.data``, a Kinetics CSV, or a saved file list."""
-    from .data import list_videos, load_kinetics, read_file_list
+    from .data import load_kinetics, read_file_list
 
     if cfg.kinetics_csv:
         root = cfg.data[0] if cfg.data else str(Path(cfg.kinetics_csv).parent)
@@ -197,8 +197,15 @@ def training_videos(cfg: TrainConfig) -> list[Path]:
         return [e.path for e in entries if e.path is not None]
     if cfg.file_list:
         return [Path(p) for p in read_file_list(cfg.file_list)]
+    return video_files(cfg.data)
+
+
+def video_files(items: list[str]) -> list[Path]:
+    """Files as given, folders expanded (recursively) into their videos."""
+    from .data import list_videos
+
     paths: list[Path] = []
-    for item in cfg.data:
+    for item in items:
         p = Path(item)
         paths.extend(list_videos(p) if p.is_dir() else [p])
     return paths
@@ -295,13 +302,10 @@ class Validator:
     """
 
     def __init__(self, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None) -> None:
-        from .data import all_pairs, list_videos
+        from .data import all_pairs
         from .evaluate import load_clips
 
-        paths: list[Path] = []
-        for item in cfg.val_data:
-            p = Path(item)
-            paths.extend(list_videos(p) if p.is_dir() else [p])
+        paths = video_files(cfg.val_data)
         if len(paths) < 2:
             raise ValueError(f"--val-data needs at least 2 videos, found {len(paths)}")
         self.clips = load_clips(paths, cfg.frames, cfg.size)
