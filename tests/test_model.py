@@ -185,3 +185,35 @@ def test_model_config_rejects_bad_values() -> None:
         ModelConfig(final_endpoint="Mixed_9z")
     with pytest.raises(ValueError, match="n_layers"):
         ModelConfig(n_layers=0)
+
+
+def test_residual_predictor_starts_at_the_input_and_follows_the_decoder() -> None:
+    torch.manual_seed(0)
+    plain = Predictor(2, 3, W, "Mixed_3c").eval()
+    res = Predictor(2, 3, W, "Mixed_3c", residual=True).eval()
+    res.load_state_dict(plain.state_dict())  # same parameters: the residual adds no weights
+    x = torch.rand(1, 3, 5, 20, 28) * 2 - 1
+    with torch.no_grad():
+        out, delta = res(x), plain(x)
+    torch.testing.assert_close(out, delta + x[:, None])
+    assert (out - x[:, None]).abs().max() < 0.05  # untrained: each layer is about the input
+    with pytest.raises(ValueError, match="3-channel"):
+        Predictor(2, 6, W, "Mixed_3c", residual=True)
+    pc = build_model(ModelConfig(n_layers=2, corrector=True, width=W, final_endpoint="Mixed_3c", residual=True))
+    assert pc.predictor.residual and not pc.correctors[0].residual
+
+
+def test_decoder_width_scales_only_the_decoder() -> None:
+    thin = Predictor(2, 3, W, "Mixed_3c")
+    wide = Predictor(2, 3, W, "Mixed_3c", decoder_width=1.0)
+
+    def count(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    assert count(wide.encoder) == count(thin.encoder)
+    assert count(wide.decoder) > 2 * count(thin.decoder)
+    assert wide.decoder.head.in_channels == 2 * thin.decoder.head.in_channels  # 8 * 1.0 vs max(4, 8 * 0.125)
+    with torch.no_grad():
+        assert wide.eval()(torch.rand(1, 3, 5, 20, 28)).shape == (1, 2, 3, 5, 20, 28)
+    with pytest.raises(ValueError, match="decoder_width"):
+        ModelConfig(decoder_width=0)

@@ -224,3 +224,14 @@ def test_init_fine_tunes_from_given_weights(videos, tmp_path):
     assert weights and all(torch.equal(a[k], b[k]) for k in weights)
     with pytest.raises(CheckpointError):
         train(TINY, tiny_config(videos, tmp_path / "x", iterations=1, init=str(tmp_path / "missing")), progress=False)
+
+
+def test_cli_model_flags_reach_the_run(videos, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", *videos, "--preset", "cpu-small", "--out", str(run), *CLI_TINY, "--iterations", "1"]
+    assert main([*args, "--no-residual", "--decoder-width", "0.75", "--layers", "3"]) == 0
+    model = json.loads((run / CONFIG).read_text())["model"]
+    assert (model["residual"], model["decoder_width"], model["n_layers"]) == (False, 0.75, 3)
+    assert main([*args, "--overwrite"]) == 0
+    model = json.loads((run / CONFIG).read_text())["model"]
+    assert (model["residual"], model["decoder_width"], model["n_layers"]) == (True, 0.5, 2)  # preset; CLI_TINY layers

@@ -446,6 +446,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     step, micro_i = start_step, 0
     loss_acc = torch.zeros((), device=device)
     window_loss, t0, last_t, last_step = 0.0, time.time(), time.time(), start_step
+    mean_loss = math.nan
     for batch in loader:
         mix = batch["mix"].to(device, non_blocking=True, memory_format=memory_format)
         layers = batch["layers"].to(device, non_blocking=True)
@@ -487,7 +488,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
             now = time.time()
             clips_s = (step - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
             mfu = clips_s * flops_per_clip / peak / dist.world_size
-            mean_loss = window_loss / (step - last_step)
+            mean_loss = window_loss / (step - last_step)  # also what checkpoints record: one batch is noisy
             writer.add_scalar("train/loss", mean_loss, step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)  # the lr of this step
             writer.add_scalar("perf/clips_per_s", clips_s, step)
@@ -506,7 +507,8 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         if cfg.image_every and step % cfg.image_every == 0:
             _log_images(writer, step, mix, layers, outputs)
         if step % cfg.ckpt_every == 0 or step == cfg.iterations:
-            state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": step_loss,
+            saved_loss = mean_loss if last_step == step else step_loss
+            state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": saved_loss,
                      "world_size": dist.world_size, "elapsed_s": state.get("elapsed_s", 0.0) + time.time() - t0,
                      **({"val": last_val} if last_val else {}),
                      **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}

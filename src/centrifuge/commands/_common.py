@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,30 @@ def add_device_args(p: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast precision (default: bf16 on GPUs that have it and on CPUs with AMX-BF16, else fp32)")
+
+
+# flag -> ModelConfig field, for the flags that override one field of the network
+_MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
+                "corrector_steps": "corrector_steps", "decoder_width": "decoder_width",
+                "corrector": "corrector", "residual": "residual"}
+
+
+def add_model_args(p: Any) -> None:
+    """The flags that override the preset's network (``ModelConfig``)."""
+    p.add_argument("--layers", type=int, help="number of output layers n")
+    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=None,
+                   help="predictor-corrector (default: as the preset)")
+    p.add_argument("--corrector-steps", type=int, help="number of correction steps (paper: 1)")
+    p.add_argument("--width", type=float, help="channel width multiplier")
+    p.add_argument("--decoder-width", type=float, help="decoder channel width multiplier (default: --width)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="each output layer is the input plus the decoder's output (default: as the preset)")
+    p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
+
+
+def apply_model_args(args: argparse.Namespace, model_cfg: Any) -> None:
+    """Set the ``ModelConfig`` fields that ``args`` override."""
+    for flag, name in _MODEL_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(model_cfg, name, value)

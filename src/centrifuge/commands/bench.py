@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import list_presets, load_preset
 from ..errors import CentrifugeError
-from ._common import write_json
+from ._common import add_model_args, apply_model_args, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +18,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "(--train) and data loading from a video folder or a `centrifuge prepare` cache (--data).")
     p.add_argument("--preset", default="paper-112",
                    help=f"model and clip size from a preset ({', '.join(list_presets())}); default paper-112")
-    p.add_argument("--layers", type=int, help="number of output layers n")
-    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=None,
-                   help="predictor-corrector (default: as the preset)")
-    p.add_argument("--corrector-steps", type=int)
-    p.add_argument("--width", type=float, help="channel width multiplier")
-    p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
+    add_model_args(p)
     p.add_argument("--frames", type=int, help="clip length T (default: the preset's)")
     p.add_argument("--size", type=int, help="clip height = width (default: the preset's)")
     p.add_argument("--batch", type=int, default=1, help="clips per forward pass (default 1)")
@@ -75,12 +70,7 @@ def settings_from_args(args: argparse.Namespace):
     if args.warmup < 0 or any(w < 0 for w in args.workers):
         raise CentrifugeError("--warmup and --workers must be >= 0")
     model_cfg, cfg = load_preset(args.preset)
-    for flag, name in {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
-                       "corrector_steps": "corrector_steps"}.items():
-        if getattr(args, flag) is not None:
-            setattr(model_cfg, name, getattr(args, flag))
-    if args.corrector is not None:
-        model_cfg.corrector = args.corrector
+    apply_model_args(args, model_cfg)
     model_cfg.__post_init__()  # validate the overrides
     if args.no_inference and not args.train and args.data is None:
         raise CentrifugeError("nothing to measure: --no-inference without --train or --data")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..checkpoint import CONFIG, OPTIMIZER, WEIGHTS
 from ..config import TrainConfig, list_presets, load_preset
 from ..errors import CentrifugeError
-from ._common import add_device_args
+from ._common import add_device_args, add_model_args, apply_model_args
 
 if TYPE_CHECKING:
     from ..model import ModelConfig
@@ -22,8 +22,6 @@ DEFAULT_PRESET = "paper-112"
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list",
                 "log_every", "ckpt_every", "image_every", "grad_clip", "videos_per_blend", "val_every", "val_pairs"]
-_MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
-                "corrector_steps": "corrector_steps"}
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -64,12 +62,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="scale, camera motion, colour filters, frozen and reversed clips (small datasets)")
     p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=None,
                    help="decode every video once into memory (small datasets)")
-    p.add_argument("--layers", type=int, help="number of output layers n")
-    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=None,
-                   help="predictor-corrector model")
-    p.add_argument("--corrector-steps", type=int, help="number of correction steps (paper: 1)")
-    p.add_argument("--width", type=float, help="channel width multiplier")
-    p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
+    add_model_args(p)
     p.add_argument("--workers", type=int, help="data-loading worker processes per rank")
     p.add_argument("--seed", type=int)
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
@@ -94,12 +87,7 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
-    for flag, name in _MODEL_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(model_cfg, name, value)
-    if args.corrector is not None:
-        model_cfg.corrector = args.corrector
+    apply_model_args(args, model_cfg)
     if args.alpha_range:
         cfg.alpha_range = tuple(args.alpha_range)
     cfg.frozen = cfg.frozen or args.frozen

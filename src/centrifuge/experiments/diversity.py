@@ -9,8 +9,8 @@ from PIL import Image
 from ..data import from_model
 from ..losses import diversity
 from . import plots
-from .common import Context, Report, frozen_clips, iter_outputs, mean
-from .frozen import pairs_by_test
+from .common import Context, Report, iter_outputs, mean
+from .frozen import normal_and_frozen, pairs_by_test
 
 NAME = "diversity"
 TITLE = "Fig. 6: diversity of the output layers"
@@ -32,15 +32,8 @@ def scores(ctx: Context, model: torch.nn.Module, frames: np.ndarray,
 
 def run(ctx: Context) -> Report:
     """Score every blend of the standard and the frozen-trained model on normal and frozen pairs."""
-    cs, pairs = ctx.clips, ctx.pairs()
-    n = len(cs)
-    frames = np.concatenate([cs.frames, frozen_clips(cs.frames)])
-
-    def name(i: int) -> str:
-        return cs.name(i) if i < n else cs.name(i - n) + " (frozen)"
-
-    frozen_model = ctx.trained_model(ctx.base_model_cfg, frozen=True, label="trained on frozen clips")[0]
-    models = {"normal": ctx.standard_model("trained on normal clips")[0], "frozen": frozen_model}
+    pairs, nf = ctx.pairs(), normal_and_frozen(ctx)
+    frames, n, name, models = nf.frames, nf.n, nf.name, nf.models
     tests = {k: v for k, v in pairs_by_test(pairs, n).items() if k in ("2 normal", "2 frozen")}
     rows, pair_rows, found = [], [], {}
     for trained_on in ("normal", "frozen"):

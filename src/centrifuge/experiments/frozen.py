@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from .common import Context, Report, frozen_clips, mean, pair_records
 
@@ -21,17 +24,32 @@ def pairs_by_test(pairs: list[tuple[int, int]], n: int) -> dict[str, list[tuple[
             "1 frozen 1 normal": [(a + n, b) for a, b in pairs] + [(a, b + n) for a, b in pairs]}
 
 
-def run(ctx: Context) -> Report:
-    """Train (or load) the normal and the frozen model and evaluate each on the three tests."""
-    cs, pairs = ctx.clips, ctx.pairs()
-    n = len(cs)
-    frames = np.concatenate([cs.frames, frozen_clips(cs.frames)])
+@dataclass
+class NormalAndFrozen:
+    """The clips followed by their frozen copies (frozen clip ``i`` is ``n + i``), and both trained models."""
 
-    def name(i: int) -> str:
-        return cs.name(i) if i < n else cs.name(i - n) + " (frozen)"
+    frames: np.ndarray
+    n: int
+    names: list[str]
+    models: dict[str, torch.nn.Module]
 
+    def name(self, i: int) -> str:
+        return self.names[i] if i < self.n else self.names[i - self.n] + " (frozen)"
+
+
+def normal_and_frozen(ctx: Context) -> NormalAndFrozen:
+    """Train (or load) the model on normal and on frozen clips; the clip frames both ways."""
+    cs = ctx.clips
     frozen_model = ctx.trained_model(ctx.base_model_cfg, frozen=True, label="trained on frozen clips")[0]
     models = {"normal": ctx.standard_model("trained on normal clips")[0], "frozen": frozen_model}
+    return NormalAndFrozen(np.concatenate([cs.frames, frozen_clips(cs.frames)]), len(cs),
+                           [cs.name(i) for i in range(len(cs))], models)
+
+
+def run(ctx: Context) -> Report:
+    """Train (or load) the normal and the frozen model and evaluate each on the three tests."""
+    pairs, nf = ctx.pairs(), normal_and_frozen(ctx)
+    frames, n, name, models = nf.frames, nf.n, nf.name, nf.models
     rows, pair_rows = [], []
     for trained_on in ("frozen", "normal"):
         for test, test_set in pairs_by_test(pairs, n).items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -35,6 +35,31 @@ def _nice_step(span: float) -> float:
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
 
 
+def _value_axis(img: Image.Image, draw: ImageDraw.ImageDraw, ylabel: str, box: tuple[int, int, int, int],
+                top: float) -> Callable[[float], float]:
+    """Draw the rotated y label, the grid with its tick values and the axes in ``box`` (left, right, y0, y1)
+    for values from 0 to about ``top``; return the value -> pixel row mapping."""
+    font, small = _font(13), _font(11)
+    step = _nice_step(top * 1.15 if top > 0 else 1.0)
+    ymax = step * math.ceil(top * 1.15 / step) if top > 0 else 1.0
+    left, right, y0, y1 = box
+    if ylabel:
+        label = Image.new("RGB", _text_size(draw, ylabel, font), WHITE)
+        ImageDraw.Draw(label).text((0, 0), ylabel, fill=BLACK, font=font, anchor="lt")
+        img.paste(label.rotate(90, expand=True), (4, (y0 + y1) // 2 - label.width // 2))
+
+    def y_of(v: float) -> float:
+        return y1 - (y1 - y0) * max(min(v / ymax, 1.0), 0.0)
+
+    tick = 0.0
+    while tick <= ymax + 1e-9:
+        draw.line([(left, y_of(tick)), (right, y_of(tick))], fill=LIGHT)
+        draw.text((left - 6, y_of(tick)), f"{tick:g}", fill=BLACK, font=small, anchor="rm")
+        tick += step
+    draw.line([(left, y0), (left, y1), (right, y1)], fill=BLACK)
+    return y_of
+
+
 def bar_chart(labels: Sequence[str], values: Sequence[float], colours: Sequence[Colour], title: str,
               ylabel: str = "", reference: tuple[str, float] | None = None,
               size: tuple[int, int] = (720, 380)) -> Image.Image:
@@ -48,25 +73,9 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], colours: Sequence[
     font, small, big = _font(13), _font(11), _font(15)
     finite = [v for v in values if math.isfinite(v)] + ([reference[1]] if reference else [])
     top = max(finite) if finite else 1.0
-    step = _nice_step(top * 1.15 if top > 0 else 1.0)
-    ymax = step * math.ceil(top * 1.15 / step) if top > 0 else 1.0
     left, right, y0, y1 = 62, width - 16, 40, height - 58  # plot area
     draw.text((width // 2, 10), title, fill=BLACK, font=big, anchor="mt")
-    if ylabel:
-        label = Image.new("RGB", _text_size(draw, ylabel, font), WHITE)
-        ImageDraw.Draw(label).text((0, 0), ylabel, fill=BLACK, font=font, anchor="lt")
-        img.paste(label.rotate(90, expand=True), (4, (y0 + y1) // 2 - label.width // 2))
-
-    def y_of(v: float) -> float:
-        return y1 - (y1 - y0) * max(min(v / ymax, 1.0), 0.0)
-
-    tick = 0.0
-    while tick <= ymax + 1e-9:
-        y = y_of(tick)
-        draw.line([(left, y), (right, y)], fill=LIGHT)
-        draw.text((left - 6, y), f"{tick:g}", fill=BLACK, font=small, anchor="rm")
-        tick += step
-    draw.line([(left, y0), (left, y1), (right, y1)], fill=BLACK)
+    y_of = _value_axis(img, draw, ylabel, (left, right, y0, y1), top)
     n = max(len(values), 1)
     slot = (right - left) / n
     for k, (lab, v, c) in enumerate(zip(labels, values, colours, strict=True)):
@@ -94,8 +103,6 @@ def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]],
     font, small, big = _font(13), _font(11), _font(15)
     finite = [v for vals in series.values() for v in vals if math.isfinite(v)]
     top = max(finite) if finite else 1.0
-    step = _nice_step(top * 1.15 if top > 0 else 1.0)
-    ymax = step * math.ceil(top * 1.15 / step) if top > 0 else 1.0
     left, right, y0, y1 = 62, width - 16, 58, height - 40
     draw.text((width // 2, 10), title, fill=BLACK, font=big, anchor="mt")
     x = left
@@ -103,20 +110,7 @@ def grouped_bar_chart(groups: Sequence[str], series: dict[str, Sequence[float]],
         draw.rectangle([x, 34, x + 12, 46], fill=c)
         draw.text((x + 16, 40), name, fill=BLACK, font=font, anchor="lm")
         x += 16 + _text_size(draw, name, font)[0] + 20
-    if ylabel:
-        label = Image.new("RGB", _text_size(draw, ylabel, font), WHITE)
-        ImageDraw.Draw(label).text((0, 0), ylabel, fill=BLACK, font=font, anchor="lt")
-        img.paste(label.rotate(90, expand=True), (4, (y0 + y1) // 2 - label.width // 2))
-
-    def y_of(v: float) -> float:
-        return y1 - (y1 - y0) * max(min(v / ymax, 1.0), 0.0)
-
-    tick = 0.0
-    while tick <= ymax + 1e-9:
-        draw.line([(left, y_of(tick)), (right, y_of(tick))], fill=LIGHT)
-        draw.text((left - 6, y_of(tick)), f"{tick:g}", fill=BLACK, font=small, anchor="rm")
-        tick += step
-    draw.line([(left, y0), (left, y1), (right, y1)], fill=BLACK)
+    y_of = _value_axis(img, draw, ylabel, (left, right, y0, y1), top)
     slot = (right - left) / max(len(groups), 1)
     k_series = max(len(series), 1)
     for g, name in enumerate(groups):
