@@ -507,6 +507,10 @@ class PredictorCorrector(nn.Module):
         return outputs if return_all else o
 
 
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 @dataclass
 class ModelConfig:
     """The network: ``n_layers`` outputs, optional corrector(s), channel ``width``, I3D ``final_endpoint``."""
@@ -524,11 +528,10 @@ class ModelConfig:
             raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
         if self.corrector_steps < 1:
             raise ValueError(f"corrector_steps must be >= 1, got {self.corrector_steps}")
-        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0):
+        if not _positive_number(self.width):
             raise ValueError(f"width must be a positive number, got {self.width!r}")
-        dw = self.decoder_width
-        if dw is not None and not (isinstance(dw, (int, float)) and math.isfinite(dw) and dw > 0):
-            raise ValueError(f"decoder_width must be a positive number, got {dw!r}")
+        if self.decoder_width is not None and not _positive_number(self.decoder_width):
+            raise ValueError(f"decoder_width must be a positive number, got {self.decoder_width!r}")
         if self.final_endpoint not in VALID_ENDPOINTS:
             raise ValueError(f"unknown final_endpoint {self.final_endpoint!r}; choose from {VALID_ENDPOINTS}")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .common import Context, Report, frozen_clips, mean, pair_records
+from .common import ClipSet, Context, Report, frozen_clips, mean, pair_records
 
 NAME = "frozen"
 TITLE = "Table 3: motion vs static cues (frozen videos)"
@@ -28,13 +28,16 @@ def pairs_by_test(pairs: list[tuple[int, int]], n: int) -> dict[str, list[tuple[
 class NormalAndFrozen:
     """The clips followed by their frozen copies (frozen clip ``i`` is ``n + i``), and both trained models."""
 
+    clips: ClipSet
     frames: np.ndarray
-    n: int
-    names: list[str]
     models: dict[str, torch.nn.Module]
 
+    @property
+    def n(self) -> int:
+        return len(self.clips)
+
     def name(self, i: int) -> str:
-        return self.names[i] if i < self.n else self.names[i - self.n] + " (frozen)"
+        return self.clips.name(i) if i < self.n else self.clips.name(i - self.n) + " (frozen)"
 
 
 def normal_and_frozen(ctx: Context) -> NormalAndFrozen:
@@ -42,8 +45,7 @@ def normal_and_frozen(ctx: Context) -> NormalAndFrozen:
     cs = ctx.clips
     frozen_model = ctx.trained_model(ctx.base_model_cfg, frozen=True, label="trained on frozen clips")[0]
     models = {"normal": ctx.standard_model("trained on normal clips")[0], "frozen": frozen_model}
-    return NormalAndFrozen(np.concatenate([cs.frames, frozen_clips(cs.frames)]), len(cs),
-                           [cs.name(i) for i in range(len(cs))], models)
+    return NormalAndFrozen(cs, np.concatenate([cs.frames, frozen_clips(cs.frames)]), models)
 
 
 def run(ctx: Context) -> Report:
