@@ -1,7 +1,11 @@
+import logging
+
 import torch
 
+from centrifuge import losses
 from centrifuge.blend import blend, mix
 from centrifuge.losses import (
+    compiled_pit_loss,
     diversity,
     identity_outputs,
     most_dissimilar_pair,
@@ -110,3 +114,34 @@ def test_pit_gradient_only_through_chosen_pairs():
     unchosen = torch.ones(3, 4, dtype=torch.bool)
     unchosen[torch.arange(3)[:, None], assign] = False
     assert out.grad[unchosen].abs().sum() == 0 and out.grad[~unchosen].abs().sum() > 0
+
+
+def test_compiled_pit_loss_matches_eager():
+    # training's fused loss: same loss, assignment and gradients as Eq. 2 eager (float rounding aside)
+    torch.manual_seed(0)
+    shape_out, shape_tgt = (2, 3, 3, 2, 12, 10), (2, 2, 3, 2, 12, 10)
+    fn = compiled_pit_loss(shape_out, shape_tgt)
+    assert fn is not pit_loss
+    out = torch.randn(*shape_out, requires_grad=True)
+    tgt = torch.randn(*shape_tgt)
+    loss, assign = fn(out, tgt)
+    loss.sum().backward()
+    ref = out.detach().clone().requires_grad_(True)
+    ref_loss, ref_assign = pit_loss(ref, tgt)
+    ref_loss.sum().backward()
+    torch.testing.assert_close(loss, ref_loss)
+    assert torch.equal(assign, ref_assign)
+    torch.testing.assert_close(out.grad, ref.grad)
+
+
+def test_compiled_pit_loss_falls_back_to_eager(monkeypatch, caplog):
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(losses.torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="centrifuge"):
+        fn = compiled_pit_loss((1, 2, 3, 1, 4, 4), (1, 2, 3, 1, 4, 4))
+    assert fn is pit_loss
+    assert "no compiler here" in caplog.text

@@ -59,6 +59,7 @@ class BenchSettings:
     inference: bool = True
     split: bool = True
     train: bool = False
+    compile_loss: bool = True
     train_batch: int | None = None
     data: str | None = None
     workers: Sequence[int] = (0,)
@@ -203,7 +204,7 @@ def _bench_split(module: nn.Module, fast: Any, s: BenchSettings) -> dict[str, di
 
 def bench_training(s: BenchSettings) -> dict[str, Any]:
     """One optimisation step as ``centrifuge train`` runs it (SGD, PIT loss, two target layers)."""
-    from .losses import pit_loss
+    from .losses import compiled_pit_loss, pit_loss
     from .train import autocast_dtype
 
     device = torch.device(s.device)
@@ -216,12 +217,14 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     amp = autocast_dtype(s.precision, device)
     mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1).to(memory_format=memory_format)
     layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
+    loss_fn = compiled_pit_loss((batch, s.model.n_layers, *layers.shape[2:]), tuple(layers.shape), device) \
+        if s.compile_loss else pit_loss
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(mix)
-            loss = pit_loss(out.float(), layers)[0].mean()
+        loss = loss_fn(out.float(), layers)[0].mean()
         loss.backward()
         optimizer.step()
 
@@ -351,7 +354,7 @@ def format_report(r: dict[str, Any]) -> str:
     name = f"{'PC' if m['corrector'] else 'P'}-{m['n_layers']} width {m['width']:g} to {m['final_endpoint']}"
     lines = [f"model: {name}; clip {s['frames']}x{s['size']}x{s['size']}, batch {s['batch']}; device {s['device']}, "
              f"precision {r.get('dtype', s['precision'])}, channels-last {s['channels_last']}, "
-             f"compile {s['compile']}, {r['machine']['threads']} threads"]
+             f"compile {s['compile']}, compiled loss {s.get('compile_loss', False)}, {r['machine']['threads']} threads"]
     if "peak_gflops" in r:
         lines.append(f"peak (matrix product):  {r['peak_gflops']:10.1f} GFLOP/s ({r['dtype']})")
     if "seconds_per_clip" in r:

@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     sync_bn: bool = False
     compile: bool = False
+    compile_loss: bool = True  # torch.compile Eq. 2-3 for training (same loss, fused; eager if compiling fails)
     out: str = "runs/default"
     log_every: int = 10
     ckpt_every: int = 1000

@@ -6,9 +6,12 @@ Shapes: videos are ``[..., 3, T, H, W]``; a set of ``n`` layers is ``[B, n, 3, T
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+import logging
+from collections.abc import Callable
 
 import torch
+
+log = logging.getLogger("centrifuge")
 
 
 def _abs_mean(x: torch.Tensor) -> torch.Tensor:
@@ -49,14 +52,22 @@ def pairwise_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack(cols, dim=-1)
 
 
-@lru_cache(maxsize=64)
+#: Injective maps of k targets into n outputs, by ``(n, k, device)``. A plain dict rather than ``lru_cache``:
+#: torch.compile reads a filled entry as a constant instead of tracing through the cache wrapper.
+_ASSIGNMENTS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
 def _assignments(n: int, k: int, device: str) -> torch.Tensor:
     """All injective maps of ``k`` targets into ``n`` outputs: ``[P, k]`` output indices."""
-    if k > n:
-        raise ValueError(f"cannot assign {k} targets to {n} outputs")
-    # Cached across calls: an inference tensor (made under inference_mode) would break later training steps.
-    with torch.inference_mode(False):
-        return torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long, device=device)
+    key = (n, k, device)
+    if key not in _ASSIGNMENTS:
+        if k > n:
+            raise ValueError(f"cannot assign {k} targets to {n} outputs")
+        # Cached across calls: an inference tensor (made under inference_mode) would break later training steps.
+        with torch.inference_mode(False):
+            _ASSIGNMENTS[key] = torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long,
+                                             device=device)
+    return _ASSIGNMENTS[key]
 
 
 def pit_from_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,3 +142,29 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1], measured on pixels mapped to [0, 1]: ``[..., 3, T, H, W] -> [...]``."""
     mse = (((a - b) / 2).clamp(-1, 1) ** 2).mean(dim=(-4, -3, -2, -1))
     return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+PitLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def compiled_pit_loss(outputs_shape: tuple[int, ...], targets_shape: tuple[int, ...],
+                      device: str | torch.device = "cpu") -> PitLoss:
+    """:func:`pit_loss` compiled with ``torch.compile`` for training on fixed shapes, or itself if that fails.
+
+    Eager, Eq. 3 is a chain of memory-bound element-wise passes (difference, two finite differences, absolute
+    values, means) over every output/target pair; on a 2-core CPU they took a third of a ``cpu-small``
+    training step. Inductor fuses each chain into one pass (docs/performance.md). The compiled function is
+    tried once, forward and backward, on zeros of the training shapes (``[B, n, 3, T, H, W]`` float32
+    outputs, contiguous, as the training loop passes them); where compiling is not possible (no C++ compiler,
+    no Triton) the eager loss is returned with a warning.
+    """
+    compiled = torch.compile(pit_loss, dynamic=False)
+    try:
+        outputs = torch.zeros(outputs_shape, device=device, requires_grad=True)
+        _assignments(outputs_shape[1], targets_shape[1], str(outputs.device))  # filled before tracing
+        compiled(outputs, torch.zeros(targets_shape, device=device))[0].sum().backward()
+    except Exception as e:  # noqa: BLE001 - any compiler failure means: use the eager loss
+        log.warning("torch.compile of the loss failed, training with the eager loss (%s)",
+                    (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
+        return pit_loss
+    return compiled

@@ -49,7 +49,7 @@ from .checkpoint import (
 from .config import TrainConfig, config_to_dict, train_config_from_dict
 from .data import BlendDataset, ClipSpec, from_model
 from .errors import CentrifugeError
-from .losses import pit_loss
+from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
 
@@ -67,7 +67,8 @@ DIST_TIMEOUT = timedelta(minutes=30)
 #: change with the hardware, so they are allowed.
 RESUME_FIELDS = frozenset({
     "init", "data", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers", "preload", "device",
-    "precision", "sync_bn", "compile", "log_every", "ckpt_every", "image_every", "val_data", "val_every", "val_pairs",
+    "precision", "sync_bn", "compile", "compile_loss", "log_every", "ckpt_every", "image_every", "val_data",
+    "val_every", "val_pairs",
 })
 
 T = TypeVar("T")
@@ -435,6 +436,10 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
                  "%s", dist.world_size, f" ({dist.backend})" if dist.enabled else "", device.type, cfg.batch_size,
                  dist.world_size, local, micro, accum, ", SyncBatchNorm" if cfg.sync_bn and dist.enabled else "")
 
+    loss_fn = pit_loss
+    if cfg.compile_loss:
+        loss_fn = compiled_pit_loss((micro, model_cfg.n_layers, 3, cfg.frames, cfg.size, cfg.size),
+                                    (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size), device)
     validate = Validator(cfg, device, amp) if dist.is_main and cfg.val_every and cfg.val_data else None
     last_val: dict[str, Any] = {}
     model.train()
@@ -455,9 +460,10 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         last_micro = micro_i == accum - 1
         # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
         sync = nullcontext() if (last_micro or not dist.enabled) else ddp.no_sync()
-        with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            outputs = net(mix)
-            loss = pit_loss(outputs.float(), layers)[0].mean()
+        with sync:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                outputs = net(mix)
+            loss = loss_fn(outputs.float(), layers)[0].mean()
             scaler.scale(loss / accum).backward()
         loss_acc += loss.detach() / accum
         micro_i += 1

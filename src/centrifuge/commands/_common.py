@@ -12,20 +12,16 @@ from ..errors import CentrifugeError
 
 def video_paths(items: list[str]) -> list[Path]:
     """Expand files and folders (recursive) into a list of video files; a missing path is an error."""
-    from ..data import list_videos
+    from ..train import video_files
 
     paths: list[Path] = []
     for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = list_videos(p)
-            if not found:
-                raise CentrifugeError(f"no videos found in folder: {item}")
-            paths.extend(found)
-        elif p.exists():
-            paths.append(p)
-        else:
+        if not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
+        found = video_files([item])  # a file gives itself, so only a folder can give nothing
+        if not found:
+            raise CentrifugeError(f"no videos found in folder: {item}")
+        paths.extend(found)
     return paths
 
 

@@ -26,6 +26,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute precision (default auto: bf16 on GPUs and CPUs with hardware bf16 (AMX), else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (slow first call)")
+    p.add_argument("--compile-loss", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --train: torch.compile the loss, as training does (default: on)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels_last_3d memory format (default: on)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
@@ -81,7 +83,8 @@ def settings_from_args(args: argparse.Namespace):
         raise CentrifugeError("--device cuda: no CUDA device is available")
     return BenchSettings(
         model=model_cfg, frames=args.frames or cfg.frames, size=args.size or cfg.size, batch=args.batch,
-        device=str(device), precision=args.precision, compile=args.compile, channels_last=args.channels_last,
+        device=str(device), precision=args.precision, compile=args.compile, compile_loss=args.compile_loss,
+        channels_last=args.channels_last,
         fuse=args.fuse, cpu_kernels=args.cpu_kernels, repeats=args.repeats, warmup=args.warmup,
         inference=not args.no_inference, split=not args.no_split, train=args.train,
         train_batch=args.train_batch or cfg.batch_size, data=args.data, workers=tuple(args.workers),

@@ -68,6 +68,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm statistics over all ranks' clips (SyncBatchNorm; GPUs only)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile-loss", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the loss (default: on; falls back to eager where compiling fails)")
     p.add_argument("--log-every", type=int)
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--image-every", type=int)
@@ -91,7 +93,7 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
     if args.alpha_range:
         cfg.alpha_range = tuple(args.alpha_range)
     cfg.frozen = cfg.frozen or args.frozen
-    for name in ("augment", "preload", "sync_bn", "compile"):
+    for name in ("augment", "preload", "sync_bn", "compile", "compile_loss"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.device, cfg.precision = args.device, args.precision if args.precision != "auto" else cfg.precision
