@@ -120,7 +120,7 @@ def test_compiled_pit_loss_matches_eager():
     # training's fused loss: same loss, assignment and gradients as Eq. 2 eager (float rounding aside)
     torch.manual_seed(0)
     shape_out, shape_tgt = (2, 3, 3, 2, 12, 10), (2, 2, 3, 2, 12, 10)
-    fn = compiled_pit_loss(shape_out, shape_tgt)
+    fn = compiled_pit_loss(3, shape_tgt)
     assert fn is not pit_loss
     out = torch.randn(*shape_out, requires_grad=True)
     tgt = torch.randn(*shape_tgt)
@@ -142,6 +142,6 @@ def test_compiled_pit_loss_falls_back_to_eager(monkeypatch, caplog):
 
     monkeypatch.setattr(losses.torch, "compile", broken)
     with caplog.at_level(logging.WARNING, logger="centrifuge"):
-        fn = compiled_pit_loss((1, 2, 3, 1, 4, 4), (1, 2, 3, 1, 4, 4))
+        fn = compiled_pit_loss(2, (1, 2, 3, 1, 4, 4))
     assert fn is pit_loss
     assert "no compiler here" in caplog.text

@@ -217,8 +217,7 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     amp = autocast_dtype(s.precision, device)
     mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1).to(memory_format=memory_format)
     layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
-    loss_fn = compiled_pit_loss((batch, s.model.n_layers, *layers.shape[2:]), tuple(layers.shape), device) \
-        if s.compile_loss else pit_loss
+    loss_fn = compiled_pit_loss(s.model.n_layers, tuple(layers.shape), device) if s.compile_loss else pit_loss
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

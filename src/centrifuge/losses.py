@@ -147,21 +147,22 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 PitLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def compiled_pit_loss(outputs_shape: tuple[int, ...], targets_shape: tuple[int, ...],
+def compiled_pit_loss(n_outputs: int, targets_shape: tuple[int, ...],
                       device: str | torch.device = "cpu") -> PitLoss:
     """:func:`pit_loss` compiled with ``torch.compile`` for training on fixed shapes, or itself if that fails.
 
-    Eager, Eq. 3 is a chain of memory-bound element-wise passes (difference, two finite differences, absolute
-    values, means) over every output/target pair; on a 2-core CPU they took a third of a ``cpu-small``
-    training step. Inductor fuses each chain into one pass (docs/performance.md). The compiled function is
-    tried once, forward and backward, on zeros of the training shapes (``[B, n, 3, T, H, W]`` float32
-    outputs, contiguous, as the training loop passes them); where compiling is not possible (no C++ compiler,
-    no Triton) the eager loss is returned with a warning.
+    ``targets_shape`` is the training batch's ``[B, k, 3, T, H, W]``; the outputs are ``[B, n_outputs, 3, T,
+    H, W]``. Eager, Eq. 3 is a chain of memory-bound element-wise passes (difference, two finite differences,
+    absolute values, means) over every output/target pair; on a 2-core CPU they took about half of a
+    ``cpu-small`` training step. Inductor fuses each chain into one pass (docs/performance.md). The compiled
+    function is tried once, forward and backward, on zeros of these shapes (the first real step may compile
+    again for its outputs' memory layout); where compiling is not possible (no C++ compiler, no Triton) the
+    eager loss is returned with a warning. ``k > n_outputs`` is an error, as in :func:`pit_loss`.
     """
+    outputs = torch.zeros(targets_shape[0], n_outputs, *targets_shape[2:], device=device, requires_grad=True)
+    _assignments(n_outputs, targets_shape[1], str(outputs.device))  # filled before tracing; checks k <= n
     compiled = torch.compile(pit_loss, dynamic=False)
     try:
-        outputs = torch.zeros(outputs_shape, device=device, requires_grad=True)
-        _assignments(outputs_shape[1], targets_shape[1], str(outputs.device))  # filled before tracing
         compiled(outputs, torch.zeros(targets_shape, device=device))[0].sum().backward()
     except Exception as e:  # noqa: BLE001 - any compiler failure means: use the eager loss
         log.warning("torch.compile of the loss failed, training with the eager loss (%s)",

@@ -438,7 +438,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
 
     loss_fn = pit_loss
     if cfg.compile_loss:
-        loss_fn = compiled_pit_loss((micro, model_cfg.n_layers, 3, cfg.frames, cfg.size, cfg.size),
+        loss_fn = compiled_pit_loss(model_cfg.n_layers,
                                     (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size), device)
     validate = Validator(cfg, device, amp) if dist.is_main and cfg.val_every and cfg.val_data else None
     last_val: dict[str, Any] = {}
