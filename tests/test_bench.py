@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers import make_video
 
-from centrifuge.bench import BenchSettings, predictor_parts, run_bench
+from centrifuge.bench import BenchSettings, format_report, predictor_parts, run_bench
 from centrifuge.cli import main
 from centrifuge.inference import (
     CpuKernels,
@@ -72,6 +72,7 @@ def test_bench_json_keys_are_finite_and_positive(tmp_path):
     assert 2.5 < r["train"]["gflop_per_clip"] / r["gflop_per_clip"] < 3.5
     s = r["settings"]
     assert (s["frames"], s["size"], s["batch"], s["model"]["n_layers"], s["model"]["corrector"]) == (4, 16, 1, 2, True)
+    assert "compiled loss True" in format_report(r)
     # the JSON is not replaced unless asked
     assert main(args) == 2
     assert main([*args, "--overwrite", "--no-split", "--profile", "5"]) == 0
@@ -89,6 +90,7 @@ def test_bench_data_loading_from_a_folder(tmp_path):
     assert r["data"]["videos"] == 3 and r["data"]["cache"] is False
     assert _finite_positive(r["data"]["clips_per_s"]["0"])
     assert "seconds_per_clip" not in r
+    assert "compiled loss" not in format_report(r)  # no training step was timed
 
 
 @pytest.mark.parametrize("args, message", [

@@ -351,9 +351,11 @@ def format_report(r: dict[str, Any]) -> str:
     s = r["settings"]
     m = s["model"]
     name = f"{'PC' if m['corrector'] else 'P'}-{m['n_layers']} width {m['width']:g} to {m['final_endpoint']}"
+    # The loss is compiled only for the training step, so say so only when one was timed.
+    loss = f"compiled loss {s.get('compile_loss', False)}, " if "train" in r else ""
     lines = [f"model: {name}; clip {s['frames']}x{s['size']}x{s['size']}, batch {s['batch']}; device {s['device']}, "
              f"precision {r.get('dtype', s['precision'])}, channels-last {s['channels_last']}, "
-             f"compile {s['compile']}, compiled loss {s.get('compile_loss', False)}, {r['machine']['threads']} threads"]
+             f"compile {s['compile']}, {loss}{r['machine']['threads']} threads"]
     if "peak_gflops" in r:
         lines.append(f"peak (matrix product):  {r['peak_gflops']:10.1f} GFLOP/s ({r['dtype']})")
     if "seconds_per_clip" in r:
