@@ -84,9 +84,8 @@ def settings_from_args(args: argparse.Namespace):
     return BenchSettings(
         model=model_cfg, frames=args.frames or cfg.frames, size=args.size or cfg.size, batch=args.batch,
         device=str(device), precision=args.precision, compile=args.compile, compile_loss=args.compile_loss,
-        channels_last=args.channels_last,
-        fuse=args.fuse, cpu_kernels=args.cpu_kernels, repeats=args.repeats, warmup=args.warmup,
-        inference=not args.no_inference, split=not args.no_split, train=args.train,
+        channels_last=args.channels_last, fuse=args.fuse, cpu_kernels=args.cpu_kernels, repeats=args.repeats,
+        warmup=args.warmup, inference=not args.no_inference, split=not args.no_split, train=args.train,
         train_batch=args.train_batch or cfg.batch_size, data=args.data, workers=tuple(args.workers),
         data_batches=args.data_batches, peak_size=args.peak_size, peak_seconds=args.peak_seconds,
         profile=args.profile)
