@@ -11,7 +11,7 @@ from helpers import make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
-from centrifuge.checkpoint import CONFIG, WEIGHTS, CheckpointError
+from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, CheckpointError
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
@@ -81,10 +81,12 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch, ema):
     # SGD with momentum and gradient accumulation (micro-batch 1): momentum buffers, BN running averages and
-    # the step must all come back from the checkpoint for the weights to match.
-    kw = dict(iterations=6, ckpt_every=3, batch_size=2, micro_batch=1, optimizer="sgd", lr=0.02, momentum=0.9)
+    # the step must all come back from the checkpoint for the weights to match; with --ema, the average too.
+    kw = dict(iterations=6, ckpt_every=3, batch_size=2, micro_batch=1, optimizer="sgd", lr=0.02, momentum=0.9,
+              ema=ema)
     full, cut = tmp_path / "full", tmp_path / "cut"
     train(TINY, tiny_config(videos, full, **kw), progress=False)
 
@@ -103,10 +105,15 @@ def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch):
     state = train(TINY, tiny_config(videos, cut, **kw), resume=True, progress=False)
     assert state["step"] == 6
 
-    a, b = load_file(str(full / WEIGHTS)), load_file(str(cut / WEIGHTS))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], msg=key)
+    assert (full / LIVE_WEIGHTS).exists() == bool(ema)
+    for name in (WEIGHTS, LIVE_WEIGHTS) if ema else (WEIGHTS,):
+        a, b = load_file(str(full / name)), load_file(str(cut / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], msg=f"{name}: {key}")
+    if ema:  # the saved model is the average, not the last weights
+        a, b = load_file(str(full / WEIGHTS)), load_file(str(full / LIVE_WEIGHTS))
+        assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     losses_full, losses_cut = tb_scalars(full, "train/loss"), tb_scalars(cut, "train/loss")
     assert sorted(losses_cut) == list(range(1, 7))
     for s in range(1, 7):

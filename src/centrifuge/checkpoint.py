@@ -3,7 +3,9 @@ state for exact resume. Loading never unpickles code: safetensors for weights, `
 optimizer state.
 
 A run folder holds ``model.safetensors``, ``config.json`` and ``optimizer.pt``; a single
-``.safetensors`` file is also a complete model (its metadata carries the model config).
+``.safetensors`` file is also a complete model (its metadata carries the model config). A run that keeps a
+moving average of its weights (``--ema``) stores the average in ``model.safetensors``, the model every other
+command reads, and the weights the optimizer is updating in ``live.safetensors``, which only resume reads.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .model import ModelConfig, build_model
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 OPTIMIZER = "optimizer.pt"
+LIVE_WEIGHTS = "live.safetensors"
 DEFAULT_MODEL_NAME = "default.safetensors"
 
 
@@ -64,13 +67,20 @@ def save_weights(path: str | Path, model: torch.nn.Module, model_cfg: ModelConfi
 
 
 def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    model_cfg: ModelConfig, state: dict[str, Any]) -> None:
-    """Write weights, optimizer state and ``config.json`` (config + ``step`` + anything in ``state``)."""
+                    model_cfg: ModelConfig, state: dict[str, Any], average: torch.nn.Module | None = None) -> None:
+    """Write weights, optimizer state and ``config.json`` (config + ``step`` + anything in ``state``).
+
+    With ``average`` (a moving average of ``model``), the average goes to ``model.safetensors`` and ``model``
+    to ``live.safetensors``.
+    """
     run_dir = Path(run_dir)
     train = state.get("train") or {}
     # the clip geometry travels with the weights: separation uses it for its window and working size
-    save_weights(run_dir / WEIGHTS, model, model_cfg,
-                 {"step": state.get("step"), "train": {k: train[k] for k in ("frames", "size") if k in train}})
+    info = {"step": state.get("step"), "train": {k: train[k] for k in ("frames", "size") if k in train}}
+    if average is not None:
+        save_weights(run_dir / LIVE_WEIGHTS, model, model_cfg, info)
+    save_weights(run_dir / WEIGHTS, model if average is None else average, model_cfg,
+                 info if average is None else {**info, "ema": True})
     atomic_write(run_dir / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
     atomic_write(run_dir / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
@@ -124,13 +134,20 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     return model, {"config": cfg.to_dict(), "path": str(p), **info}
 
 
-def load_training_state(run_dir: str | Path, model: torch.nn.Module,
-                        optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Restore weights and optimizer state from a run folder; returns the saved ``config.json`` state."""
+def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                        average: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Restore weights and optimizer state from a run folder; returns the saved ``config.json`` state.
+
+    With ``average``, the moving average is restored into it and the live weights into ``model``.
+    """
     run_dir = Path(run_dir)
     try:
         state = json.loads((run_dir / CONFIG).read_text())
-        unwrap(model).load_state_dict(load_file(str(run_dir / WEIGHTS)))
+        if average is not None:
+            unwrap(average).load_state_dict(load_file(str(run_dir / WEIGHTS)))
+            unwrap(model).load_state_dict(load_file(str(run_dir / LIVE_WEIGHTS)))
+        else:
+            unwrap(model).load_state_dict(load_file(str(run_dir / WEIGHTS)))
         if optimizer is not None and (run_dir / OPTIMIZER).exists():
             optimizer.load_state_dict(torch.load(run_dir / OPTIMIZER, map_location="cpu", weights_only=True))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:

@@ -54,6 +54,7 @@ class TrainConfig:
     lr_factors: tuple[float, ...] = PAPER_LR_FACTORS  # lr multipliers after each milestone
     schedule_reference: int = PAPER_ITERATIONS  # milestones are given for this many iterations
     grad_clip: float | None = None
+    ema: float = 0.0  # decay of a moving average of the weights, saved as the run's model (0: none)
     # system
     seed: int = 0
     device: str = "auto"

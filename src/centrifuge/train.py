@@ -48,6 +48,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, config_to_dict, train_config_from_dict
 from .data import BlendDataset, ClipSpec, from_model
+from .ema import WeightAverage
 from .errors import CentrifugeError
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
@@ -269,9 +270,10 @@ def _read_checkpoint(out: Path) -> dict[str, Any] | None:
     saved_model, saved_cfg, _ = read_run_config(out)
     model = build_model(saved_model)
     optimizer = make_optimizer(model, saved_cfg)
-    state = load_training_state(out, model, optimizer)
+    average = build_model(saved_model) if saved_cfg.ema else None
+    state = load_training_state(out, model, optimizer, average)
     return {"model_cfg": saved_model, "cfg": saved_cfg, "state": state, "weights": model.state_dict(),
-            "optimizer": optimizer.state_dict()}
+            "optimizer": optimizer.state_dict(), "average": average.state_dict() if average else None}
 
 
 def _log_images(writer: Any, step: int, mix: torch.Tensor, layers: torch.Tensor, out: torch.Tensor) -> None:
@@ -389,9 +391,15 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         model.load_state_dict(init_weights)
         del init_weights
     optimizer = make_optimizer(model, cfg)
+    average = None
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
+    if cfg.ema and dist.is_main:  # the ranks hold the same weights: one average, on the rank that saves it
+        average = WeightAverage(model, cfg.ema)
+        if ckpt is not None and ckpt.get("average") is not None:
+            average.model.load_state_dict(ckpt["average"])
+    if ckpt is not None:
         del ckpt
         if dist.is_main:
             log.info("resuming %s at step %d", out, start_step)
@@ -482,6 +490,8 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        if average is not None:
+            average.update(model, step - 1)
         micro_i = 0
         loss_acc.zero_()
         window_loss += step_loss
@@ -503,7 +513,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
             (bar.write if bar is not None else log.info)(msg)
             last_t, last_step, window_loss = now, step, 0.0
         if validate is not None and (step % cfg.val_every == 0 or step == cfg.iterations):
-            v = validate(unwrap(model))
+            v = validate(average.model if average is not None else unwrap(model))
             for key in ("model_loss", "identity_loss", "ratio", "psnr_db", "identity_psnr_db"):
                 writer.add_scalar(f"val/{key}", v[key], step)
             msg = (f"step {step}: validation loss {v['model_loss']:.4f} = {v['ratio']:.3f} x identity, "
@@ -519,7 +529,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
                      **({"val": last_val} if last_val else {}),
                      **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
             t0 = time.time()
-            save_checkpoint(out, model, optimizer, model_cfg, state)
+            save_checkpoint(out, model, optimizer, model_cfg, state, average.model if average is not None else None)
             writer.flush()
     if dist.enabled:
         torch_dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has saved

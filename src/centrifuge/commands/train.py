@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import CONFIG, OPTIMIZER, WEIGHTS
+from ..checkpoint import CONFIG, LIVE_WEIGHTS, OPTIMIZER, WEIGHTS
 from ..config import TrainConfig, list_presets, load_preset
 from ..errors import CentrifugeError
 from ._common import add_device_args, add_model_args, apply_model_args
@@ -21,7 +21,8 @@ DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list",
-                "log_every", "ckpt_every", "image_every", "grad_clip", "videos_per_blend", "val_every", "val_pairs"]
+                "log_every", "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend", "val_every",
+                "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--grad-clip", type=float)
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="keep a moving average of the weights with this decay (e.g. 0.99) and save it as the "
+                        "run's model (model.safetensors); the live weights go to live.safetensors (default: none)")
     p.add_argument("--frames", type=int, help="clip length T")
     p.add_argument("--size", type=int, help="crop size H = W")
     p.add_argument("--alpha", type=float, help="blend weight of Eq. 1 (default 0.5)")
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     main_rank = os.environ.get("RANK", "0") == "0"
     if args.overwrite and exists and main_rank:
         # Start afresh: a crash before the first checkpoint must not leave the old run to be resumed.
-        for name in (CONFIG, WEIGHTS, OPTIMIZER):
+        for name in (CONFIG, WEIGHTS, LIVE_WEIGHTS, OPTIMIZER):
             (out / name).unlink(missing_ok=True)
     state = train(model_cfg, cfg, resume=args.resume, progress=not args.no_progress)
     if main_rank:
