@@ -242,3 +242,12 @@ def test_cli_model_flags_reach_the_run(videos, tmp_path):
     assert main([*args, "--overwrite"]) == 0
     model = json.loads((run / CONFIG).read_text())["model"]
     assert (model["residual"], model["decoder_width"], model["n_layers"]) == (True, 0.5, 2)  # preset; CLI_TINY layers
+
+
+def test_cli_train_refuses_a_bad_ema_decay(videos, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *videos, "--preset", "cpu-small", "--out", str(run), *CLI_TINY, "--iterations", "1"]
+    assert main([*args, "--ema", "1"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("centrifuge: error:") and "--ema 1" in line and "between 0 and 1" in line
+    assert not (run / CONFIG).exists()
