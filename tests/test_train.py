@@ -11,7 +11,7 @@ from helpers import make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
-from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, CheckpointError
+from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, CheckpointError, load_model
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
@@ -251,3 +251,14 @@ def test_cli_train_refuses_a_bad_ema_decay(videos, tmp_path, capsys):
     line = _error_line(capsys)
     assert line.startswith("centrifuge: error:") and "--ema 1" in line and "between 0 and 1" in line
     assert not (run / CONFIG).exists()
+
+
+def test_ema_validation_scores_the_saved_average(videos, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(videos, run, iterations=4, ema=0.5, val_data=list(videos), val_every=4, precision="fp32")
+    state = train(TINY, cfg, progress=False)
+    validate = train_module.Validator(cfg, torch.device("cpu"), None)
+    average, live = load_model(run)[0], load_model(run / LIVE_WEIGHTS)[0]
+    assert state["val"]["ratio"] == pytest.approx(validate(average)["ratio"], rel=1e-4)
+    assert validate(live)["ratio"] != pytest.approx(state["val"]["ratio"], rel=1e-4)
+    assert not average.training  # validation leaves a model in the mode it found it in

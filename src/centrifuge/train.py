@@ -318,12 +318,13 @@ class Validator:
     def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
         from .evaluate import evaluate_clips
 
+        was_training = model.training  # the trained model goes back to training; a weight average stays in eval
         model.eval()  # BatchNorm running averages, as at evaluation
         try:
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 return evaluate_clips(model, self.clips, self.pairs, device=self.device)
         finally:
-            model.train()
+            model.train(was_training)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
