@@ -79,8 +79,7 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, optimizer: torc
     info = {"step": state.get("step"), "train": {k: train[k] for k in ("frames", "size") if k in train}}
     if average is not None:
         save_weights(run_dir / LIVE_WEIGHTS, model, model_cfg, info)
-    save_weights(run_dir / WEIGHTS, model if average is None else average, model_cfg,
-                 info if average is None else {**info, "ema": True})
+    save_weights(run_dir / WEIGHTS, model if average is None else average, model_cfg, info)
     atomic_write(run_dir / OPTIMIZER, lambda tmp: torch.save(optimizer.state_dict(), tmp))
     atomic_write(run_dir / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
 
@@ -143,11 +142,9 @@ def load_training_state(run_dir: str | Path, model: torch.nn.Module, optimizer: 
     run_dir = Path(run_dir)
     try:
         state = json.loads((run_dir / CONFIG).read_text())
+        unwrap(model).load_state_dict(load_file(str(run_dir / (WEIGHTS if average is None else LIVE_WEIGHTS))))
         if average is not None:
             unwrap(average).load_state_dict(load_file(str(run_dir / WEIGHTS)))
-            unwrap(model).load_state_dict(load_file(str(run_dir / LIVE_WEIGHTS)))
-        else:
-            unwrap(model).load_state_dict(load_file(str(run_dir / WEIGHTS)))
         if optimizer is not None and (run_dir / OPTIMIZER).exists():
             optimizer.load_state_dict(torch.load(run_dir / OPTIMIZER, map_location="cpu", weights_only=True))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:

@@ -1,7 +1,8 @@
 """An exponential moving average of the weights, kept beside the trained model (``centrifuge train --ema``).
 
-Short runs on small datasets end on weights that still move from batch to batch; the average over the last
-few hundred updates separates held-out blends better (docs/results.md). BatchNorm's running statistics are
+Weights still move from batch to batch at the end of a run; their average over the last updates is a common
+way to smooth that out (over the last phase of the cpu-small run it neither helped nor hurt: docs/results.md,
+``runs/l8ne``). BatchNorm's running statistics are
 averaged with the weights, so the average is a complete model for evaluation. Integer buffers (BatchNorm's
 batch counter) are copied, not averaged.
 

@@ -392,15 +392,14 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         model.load_state_dict(init_weights)
         del init_weights
     optimizer = make_optimizer(model, cfg)
-    average = None
+    # The ranks hold the same weights: one average, on the rank that saves it. It starts from the weights of
+    # --init (loaded above) or, on resume, from the checkpoint's average (a resumed run keeps its --ema).
+    average = WeightAverage(model, cfg.ema) if cfg.ema and dist.is_main else None
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    if cfg.ema and dist.is_main:  # the ranks hold the same weights: one average, on the rank that saves it
-        average = WeightAverage(model, cfg.ema)
-        if ckpt is not None and ckpt.get("average") is not None:
+        if average is not None:
             average.model.load_state_dict(ckpt["average"])
-    if ckpt is not None:
         del ckpt
         if dist.is_main:
             log.info("resuming %s at step %d", out, start_step)
