@@ -136,6 +136,13 @@ def test_frame_cache_matches_decoding(videos):
     cache = FrameCache(videos[:2], train, max_frames_per_video=10)
     assert cache.frames[1].shape == (10, 37, 49, 3)  # round(1.15 * 32) = 37
     assert cache.sample(0, random.Random(0)).shape == (8, 32, 32, 3)
+    exact = ClipSpec(frames=8, size=32, train=True, resize_factor=1.0)  # evaluation's scale: shortest side 32
+    assert FrameCache(videos[:1], exact, max_frames_per_video=10).frames[0].shape[1] == 32
+
+
+def test_resize_factor_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1.0"):
+        ClipSpec(frames=8, size=32, train=True, resize_factor=0.9)
 
 
 @pytest.mark.parametrize("preload", [False, True])

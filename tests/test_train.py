@@ -16,7 +16,7 @@ from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
 from centrifuge.model import ModelConfig
-from centrifuge.train import split_batch, train
+from centrifuge.train import make_optimizer, split_batch, train
 
 TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
 
@@ -250,6 +250,33 @@ def test_cli_train_refuses_a_bad_ema_decay(videos, tmp_path, capsys):
     assert main([*args, "--ema", "1"]) == 2
     line = _error_line(capsys)
     assert line.startswith("centrifuge: error:") and "--ema 1" in line and "between 0 and 1" in line
+    assert not (run / CONFIG).exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_shrinks_kernels_but_not_batchnorm_or_biases(optimizer):
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4))
+    with torch.no_grad():
+        model[1].weight.fill_(2.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.0, weight_decay=0.5)
+    opt = make_optimizer(model, cfg)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    kernel, bias, bn_weight, bn_bias = model.parameters()
+    torch.testing.assert_close(kernel, before[0] * (1 - 0.1 * 0.5))  # AdamW's and SGD's decay agree here
+    for p, b in zip((bias, bn_weight, bn_bias), before[1:], strict=True):
+        torch.testing.assert_close(p, b)
+    assert len(make_optimizer(model, TrainConfig(optimizer=optimizer, weight_decay=0.0)).param_groups) == 1
+
+
+def test_cli_train_refuses_a_resize_factor_below_one(videos, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", *videos, "--preset", "cpu-small", "--out", str(run), *CLI_TINY, "--iterations", "1"]
+    assert main([*args, "--no-augment", "--resize-factor", "0.9"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("centrifuge: error:") and "--resize-factor 0.9" in line
     assert not (run / CONFIG).exists()
 
 

@@ -260,6 +260,10 @@ class ClipSpec:
     resize_factor: float = 1.15
     augment: Augmentation | None = None  # training only: replaces the crop and flip (see centrifuge.augment)
 
+    def __post_init__(self) -> None:
+        if not self.resize_factor >= 1.0:
+            raise ValueError(f"--resize-factor {self.resize_factor}: the crop must fit, so it must be at least 1.0")
+
     @property
     def decode_size(self) -> int:
         """Shortest side frames are decoded at before cropping."""

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
-                "frames", "size", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split", "file_list",
-                "log_every", "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend", "val_every",
-                "val_pairs"]
+                "frames", "size", "resize_factor", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split",
+                "file_list", "log_every", "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend",
+                "val_every", "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "run's model (model.safetensors); the live weights go to live.safetensors (default: none)")
     p.add_argument("--frames", type=int, help="clip length T")
     p.add_argument("--size", type=int, help="crop size H = W")
+    p.add_argument("--resize-factor", type=float,
+                   help="training clips without --augment: shortest side resized to this x --size before the random "
+                        "crop (paper: 1.15; 1.0 matches evaluation's scale)")
     p.add_argument("--alpha", type=float, help="blend weight of Eq. 1 (default 0.5)")
     p.add_argument("--alpha-range", type=float, nargs=2, metavar=("A", "B"), help="sample alpha in [A, B]")
     p.add_argument("--videos-per-blend", type=int, help="videos mixed per training example (default 2)")
