@@ -286,7 +286,7 @@ def _read_checkpoint(out: Path) -> dict[str, Any] | None:
     average = build_model(saved_model) if saved_cfg.ema else None
     state = load_training_state(out, model, optimizer, average)
     return {"model_cfg": saved_model, "cfg": saved_cfg, "state": state, "weights": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "average": average.state_dict() if average else None}
+            "optimizer": optimizer.state_dict(), "average": average.state_dict() if average is not None else None}
 
 
 def _log_images(writer: Any, step: int, mix: torch.Tensor, layers: torch.Tensor, out: torch.Tensor) -> None:
