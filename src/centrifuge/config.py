@@ -31,6 +31,10 @@ class TrainConfig:
     kinetics_split: str | None = "train"
     file_list: str | None = None
     val_data: list[str] = field(default_factory=list)
+    # still photos rendered into clips (centrifuge.synth): folders of photos and of cut-outs with alpha
+    photos: list[str] = field(default_factory=list)
+    cutouts: list[str] = field(default_factory=list)
+    photo_fraction: float = 0.5  # probability that a layer is rendered from photos (1 without videos)
     frames: int = 32
     size: int = 112
     resize_factor: float = 1.15

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch.utils.data import Dataset
 from .augment import Augmentation, augment_clip
 from .blend import mix
 from .video import VideoError, VideoInfo, probe, read_video
+
+if TYPE_CHECKING:
+    from .synth import PhotoSynth
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -470,7 +474,11 @@ class BlendDataset(_VideoDataset):
 
     Items are dicts with ``mix`` ``[3, T, H, W]``, ``layers`` ``[k, 3, T, H, W]`` (all in [-1, 1]),
     ``alpha`` ``[k]`` (the mixing weights: ``(1 - alpha, alpha)`` for ``k = 2``, uniform otherwise) and
-    ``videos`` ``[k]`` (indices into ``paths``).
+    ``videos`` ``[k]`` (indices into ``paths``; -1 for a clip rendered from photos).
+
+    With ``synth`` (a :class:`centrifuge.synth.PhotoSynth`), each layer is instead a clip rendered from
+    photos with probability ``photo_fraction`` (always when there are no videos): video+video,
+    video+photo and photo+photo blends.
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -497,11 +505,15 @@ class BlendDataset(_VideoDataset):
         rank: int = 0,
         world_size: int = 1,
         max_frames_per_video: int | None = None,
+        synth: PhotoSynth | None = None,
+        photo_fraction: float = 0.5,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if len(paths) < k:
+        if len(paths) < k and synth is None:
             raise ValueError(f"need at least k={k} videos, got {len(paths)}")
+        if not 0.0 <= photo_fraction <= 1.0:
+            raise ValueError(f"photo_fraction must be in [0, 1], got {photo_fraction}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world_size {world_size}")
         if alpha_range is not None and not 0.0 <= alpha_range[0] <= alpha_range[1] <= 1.0:
@@ -516,6 +528,8 @@ class BlendDataset(_VideoDataset):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.synth = synth
+        self.photo_fraction = photo_fraction if paths else 1.0
         self._source = _ClipSource(paths, spec, preload, max_frames_per_video)
         self._check_enough()
 
@@ -531,6 +545,8 @@ class BlendDataset(_VideoDataset):
         return random.Random(f"blend:{self.seed}:{self.epoch}:{global_index}")
 
     def _check_enough(self) -> None:
+        if self.synth is not None:  # photos fill in for missing videos
+            return
         usable = sum(self._source.ok(i) for i in range(len(self.paths)))
         if usable < self.k:
             raise RuntimeError(
@@ -546,20 +562,26 @@ class BlendDataset(_VideoDataset):
         chosen: list[int] = []
         clips: list[np.ndarray] = []
         tried: set[int] = set()
-        # Rejection sampling gives k distinct videos without an O(n) shuffle per item (Kinetics is large);
+        # Rejection sampling gives distinct videos without an O(n) shuffle per item (Kinetics is large);
         # failed videos are simply drawn past.
-        while len(chosen) < self.k and len(tried) < n:
-            i = rng.randrange(n)
-            if i in tried:
-                continue
-            tried.add(i)
-            clip = self._source.clip(i, rng)
-            if clip is None:
-                continue
+        while len(chosen) < self.k:
+            if self.synth is not None and (rng.random() < self.photo_fraction or len(tried) == n):
+                chosen.append(-1)
+                clips.append(self.synth.clip(index, self.spec.frames, self.spec.size, random.Random(rng.random())))
+            elif len(tried) == n:
+                break
+            else:
+                i = rng.randrange(n)
+                if i in tried:
+                    continue
+                tried.add(i)
+                clip = self._source.clip(i, rng)
+                if clip is None:
+                    continue
+                chosen.append(i)
+                clips.append(clip)
             if self.frozen:
-                clip = _freeze(clip, rng)
-            chosen.append(i)
-            clips.append(clip)
+                clips[-1] = _freeze(clips[-1], rng)
         if len(chosen) < self.k:
             self._check_enough()
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")

@@ -29,7 +29,7 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -54,6 +54,9 @@ from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
 
+if TYPE_CHECKING:
+    from .synth import PhotoSynth
+
 log = logging.getLogger("centrifuge")
 
 #: How long a collective (or the rendezvous) may wait for the other ranks before it fails. It bounds the
@@ -67,9 +70,9 @@ DIST_TIMEOUT = timedelta(minutes=30)
 #: BatchNorm statistics (see docs/distributed.md), ``precision`` the arithmetic; all three may have to
 #: change with the hardware, so they are allowed.
 RESUME_FIELDS = frozenset({
-    "init", "data", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers", "preload", "device",
-    "precision", "sync_bn", "compile", "compile_loss", "log_every", "ckpt_every", "image_every", "val_data",
-    "val_every", "val_pairs",
+    "init", "data", "photos", "cutouts", "kinetics_csv", "file_list", "out", "iterations", "micro_batch", "workers",
+    "preload", "device", "precision", "sync_bn", "compile", "compile_loss", "log_every", "ckpt_every", "image_every",
+    "val_data", "val_every", "val_pairs",
 })
 
 T = TypeVar("T")
@@ -213,6 +216,15 @@ def training_videos(cfg: TrainConfig) -> list[Path]:
     if cfg.file_list:
         return [Path(p) for p in read_file_list(cfg.file_list)]
     return video_files(cfg.data)
+
+
+def photo_synth(cfg: TrainConfig) -> PhotoSynth | None:
+    """The renderer of training clips from ``cfg.photos`` (and ``cfg.cutouts``); None without photos."""
+    if not cfg.photos:
+        return None
+    from .synth import PhotoSynth
+
+    return PhotoSynth(cfg.photos, cfg.cutouts, seed=cfg.seed)
 
 
 def video_files(items: list[str]) -> list[Path]:
@@ -429,13 +441,14 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     # Rank 0 lists the videos for everyone: one scan of the file system, and the same list on every rank
     # (the list decides which videos each dataset index blends).
     videos = _on_rank0(dist, lambda: [str(p) for p in training_videos(cfg)])
-    if len(videos) < cfg.videos_per_blend:
+    if len(videos) < cfg.videos_per_blend and not cfg.photos:
         raise ValueError(f"need at least {cfg.videos_per_blend} training videos, found {len(videos)}")
+    synth = photo_synth(cfg)
     spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor,
                     augment=Augmentation() if cfg.augment else None)
     dataset = BlendDataset(videos, spec, k=cfg.videos_per_blend, alpha=cfg.alpha, alpha_range=cfg.alpha_range,
                            frozen=cfg.frozen, preload=cfg.preload, seed=cfg.seed,
-                           length=cfg.iterations * cfg.batch_size)
+                           length=cfg.iterations * cfg.batch_size, synth=synth, photo_fraction=cfg.photo_fraction)
     sampler = StepBatchSampler(cfg, start_step, dist)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,

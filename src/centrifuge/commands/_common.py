@@ -25,6 +25,21 @@ def video_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
     """Write JSON atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)

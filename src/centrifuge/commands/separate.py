@@ -5,25 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CentrifugeError
-from ._common import add_device_args
+from ._common import add_device_args, int_at_least
 
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive, _non_negative = _int_at_least(1), _int_at_least(0)
+_positive, _non_negative = int_at_least(1), int_at_least(0)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:

@@ -21,8 +21,8 @@ DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "resize_factor", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split",
-                "file_list", "log_every", "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend",
-                "val_every", "val_pairs"]
+                "file_list", "photo_fraction", "log_every", "ckpt_every", "image_every", "grad_clip", "ema",
+                "videos_per_blend", "val_every", "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +41,14 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinetics-csv", help="official Kinetics CSV (label,youtube_id,time_start,time_end,split)")
     p.add_argument("--kinetics-split", help="rows of this split only (default: train)")
     p.add_argument("--file-list", help="text file with one video path per line")
+    p.add_argument("--photos", nargs="+", metavar="DIR",
+                   help="folders of still photos (JPEG/PNG/WebP, recursive) rendered into training clips: a virtual "
+                        "camera over a photo with objects moving across it (centrifuge/synth.py)")
+    p.add_argument("--cutouts", nargs="+", metavar="DIR",
+                   help="folders of cut-outs with alpha (RGBA PNG) that move across the photo clips (default: "
+                        "soft-edged crops of the photos)")
+    p.add_argument("--photo-fraction", type=float, metavar="F",
+                   help="probability that a layer of a blend is rendered from photos (default 0.5; 1 without videos)")
     p.add_argument("--init", metavar="MODEL",
                    help="fine-tune: start from these weights (a run folder, a .safetensors file, or 'default' for "
                         "the packaged model); the architecture comes with them")
@@ -108,9 +116,21 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
         cfg.data = list(args.data)
     if getattr(args, "val_data", None):
         cfg.val_data = list(args.val_data)
+    for name in ("photos", "cutouts"):
+        if getattr(args, name, None):
+            setattr(cfg, name, list(getattr(args, name)))
     cfg.out = str(run_folder(args))
     assert {f.name for f in fields(TrainConfig)} >= set(_TRAIN_FLAGS)
     return model_cfg, cfg
+
+
+def check_photo_folders(photos: list[str], cutouts: list[str]) -> None:
+    """One clear error for a photo or cut-out folder that holds no image files."""
+    from ..synth import list_images
+
+    for item in [*photos, *cutouts]:
+        if not list_images(item):
+            raise CentrifugeError(f"no images (JPEG, PNG, WebP...) found in {item}")
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -151,11 +171,14 @@ def run(args: argparse.Namespace) -> int:
         model_cfg, cfg = _resume_configs(args, out)
     else:
         model_cfg, cfg = configure(args)
-    if not cfg.data and not cfg.kinetics_csv and not cfg.file_list:
-        raise CentrifugeError("no training data: give video folders/files, --kinetics-csv or --file-list")
-    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list]:
+    if not cfg.data and not cfg.kinetics_csv and not cfg.file_list and not cfg.photos:
+        raise CentrifugeError("no training data: give video folders/files, --kinetics-csv, --file-list or --photos")
+    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list, *cfg.photos, *cfg.cutouts]:
         if item and not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
+    check_photo_folders(cfg.photos, cfg.cutouts)
+    if not 0.0 <= cfg.photo_fraction <= 1.0:
+        raise CentrifugeError(f"--photo-fraction {cfg.photo_fraction}: must be in [0, 1]")
     main_rank = os.environ.get("RANK", "0") == "0"
     if args.overwrite and exists and main_rank:
         # Start afresh: a crash before the first checkpoint must not leave the old run to be resumed.
