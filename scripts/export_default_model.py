@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from centrifuge.checkpoint import default_model_path, load_model, read_model_info, save_weights
+from centrifuge.evaluate import trained_clip_names
 from centrifuge.model import ModelConfig
 
 
@@ -35,7 +36,9 @@ def main(run_dir: Path, data: str, hardware: str) -> None:
             "preset": "cpu-small", "data": data, "hardware": hardware,
             "phases": [{"run": Path(s["train"]["out"]).name, "iterations": s["step"], "lr": s["train"]["lr"],
                         "augment": s["train"].get("augment", False)} for s in chain],
-            "wall_time_s": round(sum(s.get("elapsed_s", 0.0) for s in chain)), "final_train_loss": state.get("loss")}
+            "wall_time_s": round(sum(s.get("elapsed_s", 0.0) for s in chain)), "final_train_loss": state.get("loss"),
+            # what `centrifuge evaluate --exclude-trained` leaves out (file names of every phase's videos)
+            "trained_on": sorted(trained_clip_names(run_dir))}
     out = default_model_path()
     save_weights(out, model, ModelConfig.from_dict(cfg.to_dict()), info)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")

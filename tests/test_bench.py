@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,19 @@ def test_bench_data_loading_from_a_folder(tmp_path):
     assert _finite_positive(r["data"]["clips_per_s"]["0"])
     assert "seconds_per_clip" not in r
     assert "compiled loss" not in format_report(r)  # no training step was timed
+
+
+def test_bench_data_from_photos(tmp_path):
+    from PIL import Image
+
+    for i in range(2):
+        Image.fromarray(np.full((40, 50, 3), 60 * i, dtype=np.uint8)).save(tmp_path / f"p{i}.png")
+    s = BenchSettings(model=TINY, frames=4, size=16, inference=False, photos=(str(tmp_path),), workers=(0,),
+                      data_batches=2, data_batch=2)
+    r = run_bench(s)
+    assert r["data"]["photos"] == 2 and r["data"]["videos"] == 0
+    assert _finite_positive(r["data"]["clips_per_s"]["0"])
+    assert "data (photos, 0 workers)" in format_report(r)
 
 
 @pytest.mark.parametrize("args, message", [

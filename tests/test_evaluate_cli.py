@@ -78,3 +78,38 @@ def test_bad_inputs_exit_2(videos, model_file, tmp_path, capsys):
     assert "checkpoint" in _one_error_line(capsys)
     assert main(["evaluate", *videos, "--model", str(tmp_path / "nope.safetensors")]) == 2
     _one_error_line(capsys)
+
+
+def test_exclude_trained_scores_only_pairs_of_unseen_clips(tmp_path, capsys):
+    seen = [tmp_path / "seen" / f"s{i}.mp4" for i in range(2)]
+    unseen = [tmp_path / "unseen" / f"u{i}.mp4" for i in range(3)]
+    for i, p in enumerate(seen + unseen):
+        p.parent.mkdir(exist_ok=True)
+        make_video(p, frames=6, width=32, height=32, seed=i)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "seen"), "--preset", "cpu-tiny", "--out", str(run), "--iterations", "1",
+                 "--frames", "4", "--size", "32", "--batch-size", "2", "--no-progress", "--device", "cpu",
+                 "--no-compile-loss", "--image-every", "0", "--layers", "2", "--final-endpoint", "Mixed_3c"]) == 0
+    out = tmp_path / "eval.json"
+    capsys.readouterr()
+    args = ["evaluate", *map(str, seen + unseen), "--model", str(run), "--frames", "4", "--size", "32"]
+    assert main([*args, "--exclude-trained", "--per-pair", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["pairs"] == 3 and "left out 2 of 5 videos" in printed
+    assert sorted(tuple(r["clips"]) for r in res["per_pair"]) == [("u0.mp4", "u1.mp4"), ("u0.mp4", "u2.mp4"),
+                                                                   ("u1.mp4", "u2.mp4")]
+    assert "| u0.mp4 | u1.mp4 |" in printed
+    # a weights file that does not list its training videos cannot say what to leave out
+    cfg = ModelConfig(n_layers=2, width=0.125)
+    save_weights(tmp_path / "bare.safetensors", build_model(cfg), cfg)
+    assert main([*args, "--exclude-trained", str(tmp_path / "bare.safetensors")]) == 2
+    assert "does not record" in _one_error_line(capsys)
+    # one that does (as the packaged model's metadata does)
+    save_weights(tmp_path / "listed.safetensors", build_model(cfg), cfg, {"trained_on": ["s0.mp4", "u0.mp4"]})
+    assert main([*args, "--exclude-trained", str(tmp_path / "listed.safetensors"), "--json", str(out),
+                 "--overwrite"]) == 0
+    assert json.loads(out.read_text())["pairs"] == 3  # s1, u1, u2
+    # nothing left to pair
+    assert main(["evaluate", *map(str, seen), "--model", str(run), "--exclude-trained"]) == 2
+    assert "not trained on" in _one_error_line(capsys)

@@ -62,6 +62,8 @@ class BenchSettings:
     compile_loss: bool = True
     train_batch: int | None = None
     data: str | None = None
+    photos: Sequence[str] = ()  # blends rendered from photos (with the videos of ``data``, half and half)
+    cutouts: Sequence[str] = ()
     workers: Sequence[int] = (0,)
     data_batches: int = 10
     data_batch: int | None = None
@@ -247,28 +249,35 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
 def bench_data(s: BenchSettings) -> dict[str, Any]:
     """Training clips per second from ``s.data`` through ``BlendDataset`` + ``DataLoader``, per worker count.
 
-    A cache made by ``centrifuge prepare`` is read through its manifest; any other folder is searched for
-    videos. Each count is timed over ``data_batches`` batches after every worker has delivered its first
-    (which pays for starting the workers). Clips are counted as blends (one training example each, decoding two videos).
+    With ``s.photos``, layers are rendered from photos (:mod:`centrifuge.synth`): all of them without
+    ``s.data``, half of them with it, as ``train --photos`` does. A cache made by ``centrifuge prepare`` is
+    read through its manifest; any other folder is searched for videos. Each count is timed over
+    ``data_batches`` batches after every worker has delivered its first (which pays for starting the workers).
+    Clips are counted as blends (one training example each, of two layers).
     """
     from torch.utils.data import DataLoader
 
     from .cache import cached_videos, is_cache
     from .data import BlendDataset, ClipSpec, list_videos
 
-    if s.data is None:
+    if s.data is None and not s.photos:
         raise ValueError("no data folder given")
-    root = Path(s.data)
-    cached = is_cache(root)
-    paths = cached_videos(root) if cached else list_videos(root)
-    if len(paths) < 2:
+    root = Path(s.data) if s.data is not None else None
+    cached = root is not None and is_cache(root)
+    paths = [] if root is None else cached_videos(root) if cached else list_videos(root)
+    synth = None
+    if s.photos:
+        from .synth import PhotoSynth
+
+        synth = PhotoSynth(s.photos, s.cutouts)
+    elif len(paths) < 2:
         raise ValueError(f"need at least 2 videos in {root}, found {len(paths)}")
     batch = s.data_batch or s.train_batch or s.batch
     spec = ClipSpec(frames=s.frames, size=s.size, train=True)
     result: dict[str, Any] = {"folder": str(root), "cache": cached, "videos": len(paths), "batch": batch,
-                              "clips_per_s": {}}
+                              "photos": len(synth) if synth else 0, "clips_per_s": {}}
     for workers in s.workers:
-        dataset = BlendDataset(paths, spec, length=(s.data_batches + max(1, workers)) * batch, seed=0)
+        dataset = BlendDataset(paths, spec, length=(s.data_batches + max(1, workers)) * batch, seed=0, synth=synth)
         loader = DataLoader(dataset, batch_size=batch, num_workers=workers,
                             prefetch_factor=4 if workers else None)
         it = iter(loader)
@@ -329,7 +338,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         tr["peak_gflops"] = peak(autocast_dtype(s.precision, device) or torch.float32)
         tr["fraction_of_peak"] = tr["achieved_gflops"] / tr["peak_gflops"]
         result["train"] = tr
-    if s.data is not None:
+    if s.data is not None or s.photos:
         result["data"] = bench_data(s)
         if s.train:
             best = max(result["data"]["clips_per_s"].values())
@@ -378,7 +387,8 @@ def format_report(r: dict[str, Any]) -> str:
             lines.extend(_profile_lines(t["profile"]))
     if "data" in r:
         d = r["data"]
-        kind = "cache" if d["cache"] else "videos"
+        kind = "cache" if d["cache"] else "videos" if not d.get("photos") else \
+            "photos" if not d["videos"] else "videos + photos"
         for w, v in d["clips_per_s"].items():
             lines.append(f"data ({kind}, {w} workers): {v:8.2f} clips/s")
         if "ratio_to_training" in d:

@@ -68,6 +68,42 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     return result
 
 
+def trained_clip_names(model: str | Path | None) -> set[str]:
+    """File names of the videos a model was trained on, to leave them out of an evaluation.
+
+    ``model``: a run folder (its ``config.json``, following ``--init`` to the runs and weights it started
+    from), a weights file whose metadata lists them (``trained_on``), or None for the packaged model. Clips
+    are matched by file name, which survives copying a model to another machine.
+    """
+    import json
+
+    from .checkpoint import CONFIG, CheckpointError, read_model_info
+    from .train import read_run_config, training_videos
+
+    run = Path(model) if model is not None else None
+    if run is not None and (run / CONFIG).is_file():
+        _, cfg, _ = read_run_config(run)
+        names = {p.name for p in training_videos(cfg)}
+        if cfg.init:
+            names |= trained_clip_names(None if cfg.init == "default" else cfg.init)
+        return names
+    _, info, path = read_model_info(model)
+    if "trained_on" not in info:
+        raise CheckpointError(f"{path} does not record the videos it was trained on; give its run folder")
+    return set(json.loads(info["trained_on"]) if isinstance(info["trained_on"], str) else info["trained_on"])
+
+
+def format_pairs(result: dict[str, Any], names: Sequence[str]) -> str:
+    """Markdown table of the figures of each pair, clips named."""
+    lines = ["| clip A | clip B | identity PSNR (dB) | model PSNR (dB) | model / identity loss |",
+             "|---|---|---|---|---|"]
+    for r in result["per_pair"]:
+        ratio = "-" if r["model_loss"] is None else f"{r['model_loss'] / max(r['identity_loss'], 1e-12):.3f}"
+        model_psnr = "-" if r["psnr_db"] is None else f"{r['psnr_db']:.2f}"
+        lines.append(f"| {names[r['a']]} | {names[r['b']]} | {r['identity_psnr_db']:.2f} | {model_psnr} | {ratio} |")
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any], title: str = "") -> str:
     """Markdown table of identity vs model figures."""
     def f(x: float | None, fmt: str) -> str:

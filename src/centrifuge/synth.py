@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "SynthConfig", "PhotoLibrary", "PhotoSynth", "list_images", "render_layer"]
+__all__ = ["IMAGE_EXTENSIONS", "SynthConfig", "PhotoLibrary", "PhotoSynth", "Path2D", "list_images", "camera_path",
+           "object_path", "render", "render_layer", "soft_crop"]
 
 log = logging.getLogger("centrifuge")
 
@@ -160,7 +161,7 @@ class Path2D:
         return self.start + u * (self.end - self.start) + amp * np.sin(2 * np.pi * freq * t[:, None] + phase)
 
 
-def _homographies(pose: np.ndarray, out_hw: tuple[int, int], src_hw: tuple[int, int]) -> torch.Tensor:
+def _homographies(pose: np.ndarray, out_hw: tuple[int, int]) -> torch.Tensor:
     """Matrices ``[N, 3, 3]`` mapping centred output pixel coordinates to source pixel coordinates.
 
     ``pose`` is ``[N, 6]``: centre x and y (source pixels), zoom (source pixels per output pixel), rotation
@@ -296,21 +297,29 @@ def _light(rng: random.Random, times: np.ndarray, frames: int) -> torch.Tensor:
 
 def render_layer(background: torch.Tensor, objects: Sequence[torch.Tensor], frames: int, out_hw: tuple[int, int],
                  rng: random.Random, cfg: SynthConfig = SynthConfig()) -> np.ndarray:
-    """One synthetic clip ``uint8 [frames, H, W, 3]``: a camera over ``background`` (``[3, h, w]`` in [0, 1])
-    with ``objects`` (``[4, h, w]``, RGBA) moving across, composited in order (later ones in front)."""
+    """One synthetic clip ``uint8 [frames, H, W, 3]``: a random camera over ``background`` (``[3, h, w]`` in
+    [0, 1]) with ``objects`` (``[4, h, w]``, RGBA) on random paths, composited in order (later ones in front)."""
     cam = camera_path(rng, out_hw, tuple(background.shape[-2:]), frames, cfg)
     paths = [object_path(rng, out_hw, tuple(o.shape[-2:]), frames, cfg) for o in objects]
     moving = not np.allclose(cam.start, cam.end) or bool(objects)
-    shutter = [-0.25, 0.0, 0.25] if moving and rng.random() < cfg.blur else [0.0]
+    shutter = (-0.25, 0.0, 0.25) if moving and rng.random() < cfg.blur else (0.0,)
     gains = _light(rng, np.arange(frames, dtype=float), frames) if rng.random() < cfg.light else None
+    return render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains)
+
+
+def render(background: torch.Tensor, camera: Path2D, objects: Sequence[tuple[torch.Tensor, Path2D]], frames: int,
+           out_hw: tuple[int, int], shutter: Sequence[float] = (0.0,), gains: torch.Tensor | None = None
+           ) -> np.ndarray:
+    """Render given paths: the camera's poses (:func:`camera_path`) over ``background``, each object
+    (``[4, h, w]``) on its path (:func:`object_path`), motion blur as the mean over the ``shutter`` offsets (in
+    frames), then ``gains`` (``[frames, 3, 1, 1]``). Returns ``uint8 [frames, H, W, 3]``."""
     times = (np.arange(frames, dtype=float)[:, None] + np.array(shutter)[None]).reshape(-1)
-    x = _sample(background, _homographies(cam.at(times, frames), out_hw, background.shape[-2:]), out_hw,
-                "reflection")
-    for obj, path in zip(objects, paths, strict=True):
+    x = _sample(background, _homographies(camera.at(times, frames), out_hw), out_hw, "reflection")
+    for obj, path in objects:
         o = _sample(obj, _object_mats(path.at(times, frames), obj.shape[-2:]), out_hw, "zeros")
         a = o[:, 3:]
         x = x * (1 - a) + o[:, :3] * a
-    x = x.view(frames, len(shutter), 3, *out_hw).mean(1)  # motion blur: the mean over the shutter
+    x = x.view(frames, len(shutter), 3, *out_hw).mean(1)
     if gains is not None:
         x = x * gains
     return x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

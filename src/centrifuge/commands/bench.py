@@ -44,6 +44,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", action="store_true", help="also time a training step (forward, PIT loss, backward, SGD)")
     p.add_argument("--train-batch", type=int, help="clips per training step (default: the preset's batch size)")
     p.add_argument("--data", metavar="DIR", help="also measure data loading from this video folder or cache")
+    p.add_argument("--photos", nargs="+", metavar="DIR",
+                   help="also measure blends rendered from these photo folders (with --data: half of the layers)")
+    p.add_argument("--cutouts", nargs="+", metavar="DIR", help="cut-outs with alpha for --photos")
     p.add_argument("--workers", type=int, nargs="+", default=[0], metavar="N",
                    help="DataLoader worker counts to measure with --data (default 0)")
     p.add_argument("--data-batches", type=int, default=10, help="batches timed per worker count (default 10)")
@@ -74,10 +77,17 @@ def settings_from_args(args: argparse.Namespace):
     model_cfg, cfg = load_preset(args.preset)
     apply_model_args(args, model_cfg)
     model_cfg.__post_init__()  # validate the overrides
-    if args.no_inference and not args.train and args.data is None:
-        raise CentrifugeError("nothing to measure: --no-inference without --train or --data")
+    if args.no_inference and not args.train and args.data is None and not args.photos:
+        raise CentrifugeError("nothing to measure: --no-inference without --train, --data or --photos")
     if args.data is not None and not Path(args.data).is_dir():
         raise CentrifugeError(f"no such folder: {args.data}")
+    if args.photos:
+        from .train import check_photo_folders
+
+        for item in [*args.photos, *(args.cutouts or [])]:
+            if not Path(item).exists():
+                raise CentrifugeError(f"no such file or folder: {item}")
+        check_photo_folders(args.photos, args.cutouts or [])
     device = pick_device(args.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         raise CentrifugeError("--device cuda: no CUDA device is available")
@@ -86,7 +96,8 @@ def settings_from_args(args: argparse.Namespace):
         device=str(device), precision=args.precision, compile=args.compile, compile_loss=args.compile_loss,
         channels_last=args.channels_last, fuse=args.fuse, cpu_kernels=args.cpu_kernels, repeats=args.repeats,
         warmup=args.warmup, inference=not args.no_inference, split=not args.no_split, train=args.train,
-        train_batch=args.train_batch or cfg.batch_size, data=args.data, workers=tuple(args.workers),
+        train_batch=args.train_batch or cfg.batch_size, data=args.data, photos=tuple(args.photos or ()),
+        cutouts=tuple(args.cutouts or ()), workers=tuple(args.workers),
         data_batches=args.data_batches, peak_size=args.peak_size, peak_seconds=args.peak_seconds,
         profile=args.profile)
 

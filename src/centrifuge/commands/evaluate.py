@@ -21,6 +21,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=int, help="evaluate N seeded random pairs instead of all pairs")
     p.add_argument("--involving", nargs="+", metavar="VIDEO",
                    help="only pairs that include at least one of these videos (e.g. a held-out split)")
+    p.add_argument("--exclude-trained", nargs="?", const="", metavar="MODEL",
+                   help="leave out every video the model was trained on, so that only pairs of unseen clips are "
+                        "scored (matched by file name); MODEL: a run folder or weights file (default: --model)")
+    p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -33,14 +37,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_model
-    from ..evaluate import choose_pairs, evaluate_clips, format_table, load_clips
+    from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
     from ..train import autocast_dtype, pick_device
 
     paths = video_paths(args.videos)
     # a video named twice (e.g. a folder and a file in it) would blend with itself
     paths = list(dict.fromkeys(p.resolve() for p in paths))
+    if args.exclude_trained is not None:
+        from ..evaluate import trained_clip_names
+
+        trained = trained_clip_names(args.exclude_trained or args.model)
+        kept = [p for p in paths if p.name not in trained]
+        print(f"left out {len(paths) - len(kept)} of {len(paths)} videos the model was trained on")
+        paths = kept
     if len(paths) < 2:
-        raise CentrifugeError("need at least two distinct videos to make pairs")
+        raise CentrifugeError("need at least two distinct videos to make pairs"
+                              + (" that the model was not trained on" if args.exclude_trained is not None else ""))
     involving = None
     if args.involving:
         wanted = {p.resolve() for p in video_paths(args.involving)}
@@ -59,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     result["model"] = info["path"]
     result["videos"] = [str(p) for p in paths]
     result["frames"], result["size"] = args.frames, args.size
+    for row in result["per_pair"]:
+        row["clips"] = [paths[row["a"]].name, paths[row["b"]].name]
     print(format_table(result, f"model: {info['path']}"))
+    if args.per_pair:
+        print("\n" + format_pairs(result, [p.name for p in paths]))
     if args.json:
         write_json(args.json, result, overwrite=True)
         print(f"wrote {args.json}")
