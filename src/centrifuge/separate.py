@@ -54,7 +54,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -602,6 +602,7 @@ def separate(
     tile: int | bool | None = None,
     detail: bool = True,
     overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SeparationResult:
     """Separate a video into layers (Sec. 5).
 
@@ -624,6 +625,9 @@ def separate(
             ``size`` if given.
         detail: add the input's high-frequency residual to every upsampled layer (see the module docstring).
         overwrite: allow a non-empty ``out_dir`` (files of the same names are replaced).
+        on_progress: called as ``on_progress(frames_done, frames_expected)`` after each written chunk (the
+            expected count is the header's, an estimate for some files). An exception it raises stops the run
+            like any other error: nothing is left under ``out_dir``.
 
     Returns:
         :class:`SeparationResult`.
@@ -658,7 +662,7 @@ def separate(
     output = _Output(out_dir, overwrite, input_path) if out_dir is not None else None
     try:
         return _run(array, input_path, total_est, height, width, rate, input_meta, model, output, layers, size,
-                    device, precision, window, overlap, progress, tile, detail, t_start)
+                    device, precision, window, overlap, progress, tile, detail, t_start, on_progress)
     except BaseException:
         if output is not None:
             output.abort()
@@ -668,7 +672,8 @@ def separate(
 def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, height: int, width: int, rate: float,
          input_meta: dict[str, Any], model_arg: Any, output: _Output | None, layers_mode: str, size: int | None,
          device_name: str, precision: str, window: int | None, overlap: int | None, progress: bool,
-         tile: int | bool | None, detail: bool, t_start: float) -> SeparationResult:
+         tile: int | bool | None, detail: bool, t_start: float,
+         on_progress: Callable[[int, int], None] | None = None) -> SeparationResult:
     timer = _Timer()
     dev = pick_device(device_name)
     _check_precision(precision)
@@ -779,6 +784,8 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
             emitted += c
             if bar is not None:
                 bar.update(c)
+            if on_progress is not None:
+                on_progress(emitted, max(total_est, emitted))
 
         def infer(clip: list[np.ndarray]) -> Tensor:
             length = len(clip)
