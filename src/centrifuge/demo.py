@@ -7,6 +7,7 @@ default model), so it runs offline on a fresh install.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,31 @@ def _truth_sheet(path: Path, clips: torch.Tensor, mix: torch.Tensor, layers: tor
     write_contact_sheet(path, rows, ["blend", "clip A", "clip B", "layer ~A", "layer ~B"])
 
 
+def blend_and_separate(paths: Sequence[str | Path], net: torch.nn.Module, out_dir: str | Path,
+                       overwrite: bool = False, progress: bool = True, device: str = "auto",
+                       on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Blend two clips (``FRAMES`` frames at ``SIZE``), score the model against the known layers, and separate
+    the blend with the product's own path (windows, stitching) into ``out_dir``. The figures are computed
+    where ``net`` is; ``device`` is where :func:`separate` runs its prepared copy.
+
+    Returns the identity-vs-model figures (:func:`centrifuge.evaluate.evaluate_clips`, plus ``separate_loss``:
+    the PIT loss of :func:`separate`'s two layers) and the files written (``truth`` is the contact sheet of
+    blend, true clips and matched layers).
+    """
+    spec = ClipSpec(frames=FRAMES, size=SIZE, train=False)
+    clips = torch.stack([to_model(sample_clip(p, spec)) for p in paths])  # [2, 3, T, H, W]
+    mix = blend(clips[0], clips[1], 0.5)
+    figures = evaluate_clips(net, clips, [(0, 1)], device=next(net.parameters()).device)
+    res = separate(from_model(mix), model=net, out_dir=out_dir, layers="best2", fps=25.0, device=device,
+                   overwrite=overwrite, progress=progress, on_progress=on_progress)
+    layers = to_model(res.layers)  # [2, 3, T, H, W]
+    loss, assign = pit_from_matrix(pairwise_loss(layers[None], clips[None]))
+    figures["separate_loss"] = float(loss[0])
+    truth = Path(out_dir) / "truth.png"
+    _truth_sheet(truth, clips, mix, layers[assign[0]])
+    return figures, {**res.files, "truth": truth}
+
+
 def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = False,
              progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the figures and the files written."""
@@ -50,25 +76,14 @@ def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = Fa
         raise CentrifugeError(f"{out} exists and is not empty (pass --overwrite, or choose --out)")
     t0 = time.perf_counter()
     net, info = load_model(model)
-    spec = ClipSpec(frames=FRAMES, size=SIZE, train=False)
-    clips = torch.stack([to_model(sample_clip(asset(name), spec)) for name in BLEND_CLIPS])  # [2, 3, T, H, W]
-    mix = blend(clips[0], clips[1], 0.5)
-
-    # 1. the blend: figures against the known layers, then the product's own path (windows, stitching)
-    figures = evaluate_clips(net, clips, [(0, 1)])
-    res = separate(from_model(mix), model=net, out_dir=out / "blend", layers="best2", fps=25.0,
-                   overwrite=overwrite, progress=progress)
-    layers = to_model(res.layers)  # [2, 3, T, H, W]
-    loss, assign = pit_from_matrix(pairwise_loss(layers[None], clips[None]))
-    matched = layers[assign[0]]
-    figures["separate_loss"] = float(loss[0])
-    _truth_sheet(out / "blend" / "truth.png", clips, mix, matched)
-
+    # 1. the blend: figures against the known layers, then the product's own path
+    figures, blend_files = blend_and_separate([asset(name) for name in BLEND_CLIPS], net, out / "blend",
+                                              overwrite=overwrite, progress=progress)
     # 2. a real, unblended video
     real = separate(asset(REAL_CLIP), model=net, out_dir=out / "real", layers="best2", overwrite=overwrite,
                     progress=progress)
     return {"figures": figures, "model": info["path"], "seconds": time.perf_counter() - t0,
-            "blend_files": {k: str(v) for k, v in res.files.items()} | {"truth": str(out / "blend" / "truth.png")},
+            "blend_files": {k: str(v) for k, v in blend_files.items()},
             "real_files": {k: str(v) for k, v in real.files.items()}}
 
 
