@@ -17,7 +17,15 @@ from .video import VideoError
 #: Errors that are the user's input, not our bug: one line, exit status 2, no traceback.
 USER_ERRORS = (CentrifugeError, VideoError, CheckpointError, FileNotFoundError, FileExistsError,
                PermissionError, NotADirectoryError, IsADirectoryError, ValueError)
-ORDER = ["demo", "separate", "train", "evaluate", "experiment", "bench", "prepare"]
+ORDER = ["demo", "separate", "app", "train", "evaluate", "experiment", "bench", "prepare"]
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for one of :data:`USER_ERRORS`."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+        msg = f"{msg}: {e.filename}"
+    return msg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.verbose:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-            msg = f"{msg}: {e.filename}"
-        print(f"centrifuge: error: {msg}", file=sys.stderr)
+        print(f"centrifuge: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("centrifuge: interrupted", file=sys.stderr)
