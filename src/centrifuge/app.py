@@ -57,13 +57,13 @@ def _rgb(values: list[float]) -> str:
 def figures_markdown(meta: dict[str, Any]) -> str:
     """``layers.json`` as two Markdown tables: one row per model slot, then the run's summary."""
     files = dict(zip(meta["order"], meta["files"]["layers"], strict=True))
-    lines = ["#### Figures (`layers.json`)", "",
-             "| layer file | model slot | chosen (most dissimilar pair) | mean RGB | std RGB | mean abs. difference "
+    lines = ["#### Figures (`layers.json`)", "", "| layer | model slot | chosen | mean RGB | std RGB | mean abs. diff. "
              "to input |", "|---|---|---|---|---|---|"]
     for st in meta["layer_stats"]:
         slot = st["slot"]
-        lines.append(f"| {files.get(slot, '(not written)')} | {slot} | {'yes' if slot in meta['chosen'] else ''} | "
-                     f"{_rgb(st['mean_rgb'])} | {_rgb(st['std_rgb'])} | {st['mean_abs_diff_to_input']:.2f} |")
+        name = Path(files[slot]).stem if slot in files else "(not kept)"
+        lines.append(f"| {name} | {slot} | {'yes' if slot in meta['chosen'] else ''} | {_rgb(st['mean_rgb'])} | "
+                     f"{_rgb(st['std_rgb'])} | {st['mean_abs_diff_to_input']:.2f} |")
     inp, cfg, rec, t = meta["input"], meta["settings"], meta["recomposition"], meta["timings"]
     pw, ph = cfg["inference_size"]
     rows = [("input", f"{inp['width']}x{inp['height']}, {inp['frames']} frames at {inp['fps_out']:.3g} frames/s"),
