@@ -220,7 +220,8 @@ def test_page_separates_a_video_and_survives_bad_input(servers, browser, tmp_pat
         assert m["error"] is None and m["played"], m
         assert abs(m["duration"] - duration) <= 1 / 25 + 1e-3, (m, duration)
     assert [Path(m["src"]).name for m in meta] == ["layer_0.mp4", "layer_1.mp4"]
-    assert "layer_0.mp4" in _text(browser, FIGURES) and "recomposes the input" in _text(browser, FIGURES)
+    figures = _text(browser, FIGURES)
+    assert all(word in figures for word in ("layer_0", "layer_1", "recomposes the input")), figures
 
     from selenium.webdriver.common.by import By
 
@@ -232,6 +233,36 @@ def test_page_separates_a_video_and_survives_bad_input(servers, browser, tmp_pat
         assert json.loads(zf.read("layers.json"))["input"]["frames"] == 16
     if os.environ.get("CENTRIFUGE_APP_SCREENSHOT"):
         browser.save_screenshot(os.environ["CENTRIFUGE_APP_SCREENSHOT"])
+
+
+def test_two_tabs_running_at_once_get_their_own_results(servers, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    server = servers()
+    videos = {40: tmp_path / "forty.mp4", 12: tmp_path / "twelve.mp4"}  # the first still runs when the second starts
+    for frames, path in videos.items():
+        make_video(path, frames=frames, seed=frames)
+    tabs = []
+    for frames, path in videos.items():
+        browser.switch_to.new_window("tab")
+        browser.get(server.url)
+        _upload(browser, path)
+        browser.find_element(By.CSS_SELECTOR, "#separate").click()
+        tabs.append((browser.current_window_handle, frames, path))
+    try:
+        for handle, frames, path in tabs:
+            browser.switch_to.window(handle)
+            status = _wait(lambda: _text(browser, STATUS).strip(), "the status line")
+            assert status.startswith(f"Done: {frames} frames"), status
+            links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")]
+            assert f"{path.stem}-layers.zip" in {Path(link).name for link in links}
+            tabs[tabs.index((handle, frames, path))] = (handle, frames, {str(Path(link).parent) for link in links})
+        assert tabs[0][2].isdisjoint(tabs[1][2])  # each tab's files come from its own job folder
+    finally:
+        for handle, *_ in tabs:
+            browser.switch_to.window(handle)
+            browser.close()
+        browser.switch_to.window(browser.window_handles[0])
 
 
 def test_blend_tab_shows_the_identity_vs_model_table(servers, browser):
