@@ -125,7 +125,7 @@ def _failure(e: BaseException, inputs: list[str | None]) -> str:
 def _pick(upload: str | None, clip: str | None) -> str:
     if upload:
         return upload
-    if clip:
+    if clip in shipped_clips():  # a name from the list, never a path
         return str(asset(clip))
     raise CentrifugeError("upload a video or pick one of the shipped clips")
 

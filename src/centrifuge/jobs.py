@@ -160,6 +160,8 @@ def separate_job(jobs: Jobs, video: str | Path, limits: Limits, model: str | Non
         size = None
     elif size == "input":
         size = min(info.width, info.height)
+    if on_progress is not None:
+        on_progress(0, info.num_frames)  # the bar shows up before the model has seen a window
     with jobs.job() as folder:
         result = separate(video, model=model, out_dir=folder / "layers", layers=layers, size=size, device=device,
                           precision="auto", progress=False, on_progress=jobs.progress(on_progress))
