@@ -6,19 +6,18 @@ import argparse
 import importlib.util
 
 from ..errors import CentrifugeError
+from ._common import int_at_least
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
+def _positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +27,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        'pip install "visual-centrifuge[app]".')
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to others)")
-    p.add_argument("--port", type=_positive(int), default=7860, help="port (default: 7860)")
+    p.add_argument("--port", type=int_at_least(1), default=7860, help="port (default: 7860)")
     p.add_argument("--model", help="a model file or run folder the page offers besides the packaged one")
-    p.add_argument("--max-upload-mb", type=_positive(float), default=500.0, metavar="MB",
+    p.add_argument("--max-upload-mb", type=_positive, default=500.0, metavar="MB",
                    help="largest upload accepted, in MB (default: 500)")
-    p.add_argument("--max-seconds", type=_positive(float), default=600.0, metavar="S",
+    p.add_argument("--max-seconds", type=_positive, default=600.0, metavar="S",
                    help="longest video accepted, in seconds (default: 600)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=run)
