@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -59,6 +60,17 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
     except (AttributeError, RuntimeError):  # older PyTorch
         return False
+
+
+@functools.cache
+def cpu_has_bf16_blocked_layout() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this CPU (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on
+    AVX2-only CPUs it raises at the first channels-last or prepacked convolution)."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # older PyTorch: assume the common server CPU
+        return True
+    return bool(caps.get("avx_ne_convert") or all(caps.get(k) for k in ("avx512_bw", "avx512_vl", "avx512_dq")))
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
@@ -408,6 +420,9 @@ def prepare_for_inference(model: nn.Module, device: str | torch.device = "cpu", 
     cast = fuse and dtype != torch.float32
     if cast:
         net.to(dtype)
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_bf16_blocked_layout():
+        # oneDNN's bf16 kernels raise on such CPUs; PyTorch's default bf16 convolution still runs there
+        channels_last = cpu_kernels = False
     if channels_last:
         net.to(memory_format=torch.channels_last_3d)
     if fuse and cpu_kernels and not compile and device.type == "cpu" and onednn_available():
