@@ -98,10 +98,14 @@ def test_prepare_kinetics_keeps_names_and_labels(tmp_path):
 
 def test_prepare_cli_parallel(source, tmp_path, capsys):
     out = tmp_path / "cache"
-    assert main(["prepare", str(source), "--out", str(out), "--size", "32", "--workers", "2", "--no-progress"]) == 0
-    assert "4 videos: 3 transcoded, 0 already done, 1 failed" in capsys.readouterr().out
+    # one video of four fails: exit status 1 and a summary line on stderr
+    assert main(["prepare", str(source), "--out", str(out), "--size", "32", "--workers", "2", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "4 videos: 3 transcoded, 0 already done, 1 failed" in captured.out
+    assert captured.err.strip().splitlines() == [f"centrifuge: error: 1 of 4 videos failed; they are listed in "
+                                                 f"{out / 'failures.csv'} and retried on the next run"]
     assert len(read_manifest(out)) == 3
-    assert main(["prepare", str(source), "--out", str(out), "--size", "32", "--workers", "2", "--no-progress"]) == 0
+    assert main(["prepare", str(source), "--out", str(out), "--size", "32", "--workers", "2", "--no-progress"]) == 1
     assert "0 transcoded, 3 already done, 1 failed" in capsys.readouterr().out
 
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+from typing import NoReturn
 
 from . import __version__, commands
 from .checkpoint import CheckpointError
@@ -28,8 +29,15 @@ def error_line(e: BaseException) -> str:
     return msg
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gets one line (and exit status 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="centrifuge",
         description="Separate videos into layers (The Visual Centrifuge, Alayrac et al., CVPR 2019).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -43,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad command line (one line printed), --help or --version
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -8,10 +8,12 @@ single fields.
 from __future__ import annotations
 
 import json
+import math
+import types
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .model import ModelConfig
 
@@ -83,18 +85,109 @@ class TrainConfig:
         return self.lr * factor
 
 
-def _from_dict(cls: type, values: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as read from JSON) is of the annotated type ``hint``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):  # JSON has no separate bool: true is not a number here
+        return isinstance(value, hint if hint is int else (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        return all(_fits(v, args[0]) for v in value)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "text", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        n = "" if origin is list or (len(args) == 2 and args[1] is Ellipsis) else f"{len(args)} "
+        return f"a list of {n}{_type_name(args[0]).removeprefix('a ')}s"
+    return str(hint)
+
+
+def check_fields(cls: type, values: Any, section: str) -> None:
+    """``ValueError`` naming the field if ``values`` (a preset or config section) has a key or type ``cls`` lacks."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{section} must be a JSON object of settings, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ValueError(f"unknown {section} keys: {', '.join(unknown)}")
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            raise ValueError(f"{section}.{name} must be {_type_name(hints[name])}, got {json.dumps(value)}")
+
+
+def _from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
+    check_fields(cls, values, section)
     values = {k: tuple(v) if isinstance(v, list) and k in {"milestones", "lr_factors", "alpha_range"} else v
               for k, v in values.items()}
     return cls(**values)
 
 
 def train_config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    return _from_dict(TrainConfig, values)
+    cfg = _from_dict(TrainConfig, values, "train")
+    validate_train_config(cfg)
+    return cfg
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """``ValueError`` naming the setting (as its flag) if a value cannot work; before any work is done."""
+    for name, hint in get_type_hints(TrainConfig).items():
+        if not _fits(getattr(cfg, name), hint):
+            raise ValueError(f"{_flag(name)} (train.{name}) must be {_type_name(hint)}, got {getattr(cfg, name)!r}")
+    at_least = {"iterations": 1, "batch_size": 1, "micro_batch": 1, "frames": 1, "size": 8, "videos_per_blend": 2,
+                "schedule_reference": 1, "log_every": 1, "ckpt_every": 1, "workers": 0, "image_every": 0,
+                "val_every": 0, "val_pairs": 0}
+    for name, low in at_least.items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
+    for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction"):
+        value = getattr(cfg, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
+    if not 0 < cfg.alpha < 1:
+        raise ValueError(f"--alpha {cfg.alpha} (train.alpha, Eq. 1) must lie strictly between 0 and 1")
+    if not 0.0 <= cfg.photo_fraction <= 1.0:
+        raise ValueError(f"--photo-fraction {cfg.photo_fraction}: must be in [0, 1] (train.photo_fraction)")
+    if cfg.alpha_range is not None and not 0 <= cfg.alpha_range[0] <= cfg.alpha_range[1] <= 1:
+        raise ValueError(f"--alpha-range {cfg.alpha_range} (train.alpha_range) must satisfy 0 <= A <= B <= 1")
+    if cfg.lr < 0 or cfg.weight_decay < 0 or not 0 <= cfg.momentum < 1:
+        raise ValueError(f"need --lr >= 0, --weight-decay >= 0 and 0 <= --momentum < 1 (train.lr, train.weight_decay, "
+                         f"train.momentum), got {cfg.lr}, {cfg.weight_decay}, {cfg.momentum}")
+    if cfg.grad_clip is not None and cfg.grad_clip < 0:
+        raise ValueError(f"--grad-clip {cfg.grad_clip} (train.grad_clip) must be positive (or unset)")
+    if cfg.resize_factor < 1.0:
+        raise ValueError(f"--resize-factor {cfg.resize_factor}: the crop must fit, so it must be at least 1.0")
+    if cfg.ema and not 0 < cfg.ema < 1:
+        raise ValueError(f"--ema {cfg.ema}: the decay must lie strictly between 0 and 1 (e.g. 0.99)")
+    if len(cfg.milestones) != len(cfg.lr_factors):
+        raise ValueError(f"train.milestones ({len(cfg.milestones)}) and train.lr_factors ({len(cfg.lr_factors)}) "
+                         "must be of the same length")
+    choices = {"optimizer": ("sgd", "adamw"), "precision": ("auto", "fp32", "bf16", "fp16")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{_flag(name)} {getattr(cfg, name)!r} (train.{name}): choose from {', '.join(allowed)}")
 
 
 def _presets_dir() -> Any:
@@ -116,8 +209,18 @@ def load_preset(name_or_path: str) -> tuple[ModelConfig, TrainConfig]:
         if not res.is_file():
             raise ValueError(f"unknown preset {name_or_path!r} (choose from {', '.join(list_presets())})")
         text = res.read_text()
-    raw = json.loads(text)
-    return ModelConfig.from_dict(raw.get("model", {})), train_config_from_dict(raw.get("train", {}))
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object with 'model' and 'train' sections, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - {"description", "model", "train"})
+        if unknown:
+            raise ValueError(f"unknown sections: {', '.join(unknown)} (a preset has 'model' and 'train')")
+        sections = {name: raw.get(name, {}) for name in ("model", "train")}
+        check_fields(ModelConfig, sections["model"], "model")
+        return ModelConfig.from_dict(sections["model"]), train_config_from_dict(sections["train"])
+    except ValueError as e:  # also json's JSONDecodeError
+        raise ValueError(f"preset {name_or_path}: {e}") from None
 
 
 def config_to_dict(model: ModelConfig, train: TrainConfig) -> dict[str, Any]:

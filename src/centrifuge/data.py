@@ -12,7 +12,7 @@ import logging
 import os
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,13 +92,21 @@ def list_videos(root: str | Path) -> list[Path]:
         return [root] if _is_video(root.name) else []
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
-    found = [
-        Path(dirpath) / name
-        for dirpath, _, names in os.walk(root, followlinks=True)
-        for name in names
-        if _is_video(name)
-    ]
+    found = [Path(dirpath) / name for dirpath, names in walk_once(root) for name in names if _is_video(name)]
     return sorted(found)
+
+
+def walk_once(root: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, file names)`` under ``root``, following links to folders but entering each folder once:
+    a link loop (or two links to one folder) would otherwise walk forever or list videos twice."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield dirpath, names
 
 
 def split_videos(

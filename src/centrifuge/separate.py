@@ -39,18 +39,22 @@ Outputs
     so outputs are upright and carry no rotation.
 
 Safety
-    All files are written into a hidden temporary folder inside the output folder and moved to their final
-    names only after the whole run succeeded, so an interrupted run leaves no ``layer_*.mp4``,
-    ``preview.mp4``, ``contact.png`` or ``layers.json`` behind. The input is only read.
+    The output folder is locked for the run; all files are written into a hidden temporary folder and published
+    only after the whole run succeeded, by one rename of the whole folder (new or empty output folder) or with
+    ``layers.json`` moved in last as the mark of a finished set (``--overwrite`` into a non-empty folder), so an
+    interrupted run leaves no ``layer_*.mp4``, ``preview.mp4``, ``contact.png`` or ``layers.json`` behind (see
+    :class:`_Output` and docs/reliability.md). The input is only read, and a run that would replace it is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -64,9 +68,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import fsync
 from .data import to_model
 from .errors import CentrifugeError
+from .locks import hold_folder
 from .losses import pairwise_loss, pit_from_matrix, reconstruction_loss
+from .memory import check_fits, largest_activation
 from .train import pick_device
 from .video import VideoWriter, iter_frames, probe
 
@@ -74,6 +81,8 @@ __all__ = ["SeparationResult", "WindowStitcher", "match_slots", "separate", "DEF
 
 DEFAULT_WINDOW = 32
 DEFAULT_TRAIN_SIZE = 112
+#: The smallest shortest side the model is run at: smaller videos are enlarged to it, and --size may not go below.
+MIN_SIZE = 8
 DEFAULT_FPS = 25.0
 LAYER_NAME = "layer_{}.mp4"
 PREVIEW_NAME = "preview.mp4"
@@ -81,6 +90,8 @@ CONTACT_NAME = "contact.png"
 META_NAME = "layers.json"
 _TMP_PREFIX = ".separate-"
 _TMP_SUFFIX = ".part"
+#: The names of the files this tool writes into an output folder (the only ones --overwrite may replace).
+_OUTPUT_RE = re.compile(r"layer_\d+\.mp4|preview\.mp4|contact\.png|layers\.json")
 _CONTACT_ROWS = 4
 _CONTACT_CELL_H = 128
 _PREVIEW_MAX_H = 360
@@ -279,6 +290,18 @@ def _resize(x: Tensor, hw: tuple[int, int]) -> Tensor:
     return y.reshape(*x.shape[:-2], *hw)
 
 
+def _check_memory(model: nn.Module, model_arg: Any, device: torch.device, n: int, window: int,
+                  inference: tuple[int, int], full: tuple[int, int], tile: int | None) -> None:
+    """Refuse a window that cannot fit (``centrifuge.memory``): its frames, the model's input and outputs, and
+    (for a model we loaded: a caller's module is not run on a probe) its largest activation, one tile at a time."""
+    pw, ph = inference
+    th, tw = (min(tile, ph), min(tile, pw)) if tile else (ph, pw)
+    act = 0.0 if isinstance(model_arg, nn.Module) else largest_activation(model)
+    needed = window * (3 * full[0] * full[1] + 4 * (3 * (1 + n) * pw * ph + act * th * tw))
+    check_fits(needed, device, f"separating at {pw}x{ph} pixels in windows of {window} frames",
+               "lower --size or --window, or use --tile")
+
+
 class _Runner:
     """Model forward on one window (whole frame or tiles), through :func:`centrifuge.inference.prepare_for_inference`
     (BatchNorm folded, channels-last, the requested precision)."""
@@ -342,56 +365,106 @@ class _Runner:
 
 
 class _Output:
-    """A hidden temporary folder inside ``out_dir``; :meth:`commit` moves its files to their final names."""
+    """Where a run's files are made until :meth:`commit` publishes them all at once.
+
+    The output folder is locked for the whole run (``centrifuge.locks``), so temporary folders of other runs
+    found in it are stale (their runs were killed) and are removed. A new or empty output folder is built
+    whole beside it, in ``.NAME.separate-*.part``, and :meth:`commit` renames that folder over it: a reader sees
+    all the outputs or none. Into a non-empty folder (``overwrite``), files are made in a hidden
+    ``.separate-*.part`` folder inside it, and :meth:`commit` removes the old ``layers.json`` first and moves the
+    new one in last, so ``layers.json`` marks a finished set. Only the tool's own files are replaced or removed:
+    the names written now, and the outputs the previous ``layers.json`` lists.
+    """
 
     def __init__(self, out_dir: str | os.PathLike[str], overwrite: bool, input_path: Path | None):
-        self.dir = Path(out_dir)
+        # the folder itself is replaced at the commit, so work on the real path, not on a link to it
+        self.dir = Path(os.path.realpath(out_dir))
         if self.dir.exists() and not self.dir.is_dir():
-            raise CentrifugeError(f"output path exists and is not a folder: {self.dir}")
-        if self.dir.is_dir() and not overwrite:
-            entries = [p for p in self.dir.iterdir()
-                       if not (p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX))]
-            if entries:
-                raise CentrifugeError(f"output folder is not empty: {self.dir} (pass --overwrite to replace)")
-        if input_path is not None and self.dir.is_dir() and input_path.resolve().parent == self.dir.resolve():
-            name = input_path.name
-            if name in (PREVIEW_NAME, CONTACT_NAME, META_NAME) or (name.startswith("layer_") and name.endswith(".mp4")):
-                raise CentrifugeError(f"the input {input_path} would be overwritten by an output; choose another -o")
-        self.created = not self.dir.exists()
+            raise CentrifugeError(f"output path exists and is not a folder: {out_dir}")
+        self._hold = contextlib.ExitStack()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.dir))
+            self._hold.enter_context(hold_folder(self.dir, "output folder", remove_if_empty=True))
+            self._remove_stale()
+            entries = list(self.dir.iterdir())
+            if entries and not overwrite:
+                raise CentrifugeError(f"output folder is not empty: {out_dir} (pass --overwrite to replace)")
+            self.previous = _listed_outputs(self.dir)
+            if input_path is not None:
+                self._refuse_input(input_path)
+            self.whole = not entries and not os.path.ismount(self.dir) and os.access(self.dir.parent, os.W_OK)
+            prefix = f".{self.dir.name}{_TMP_PREFIX}" if self.whole else _TMP_PREFIX
+            self.tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=_TMP_SUFFIX,
+                                             dir=self.dir.parent if self.whole else self.dir))
         except OSError as e:
-            self._remove_created()
-            raise CentrifugeError(f"cannot write to the output folder {self.dir}: {e.strerror or e}") from e
+            self._hold.close()
+            raise CentrifugeError(f"cannot write to the output folder {out_dir}: {e.strerror or e}") from e
+        except BaseException:
+            self._hold.close()
+            raise
+
+    def _remove_stale(self) -> None:
+        """Temporary folders of killed runs (a live run would hold the lock we hold)."""
+        stale = [*self.dir.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"),
+                 *self.dir.parent.glob(f".{glob.escape(self.dir.name)}{_TMP_PREFIX}*{_TMP_SUFFIX}")]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _refuse_input(self, input_path: Path) -> None:
+        """The input must not be (a link to) a file this run may replace or remove."""
+        for path in self.dir.iterdir():
+            if (path.name in self.previous or _OUTPUT_RE.fullmatch(path.name)) and path.is_file() \
+                    and os.path.samefile(path, input_path):
+                raise CentrifugeError(f"the input {input_path} is the output {path}; choose another -o")
 
     def path(self, name: str) -> Path:
         return self.tmp / name
 
     def write_json(self, name: str, data: Any) -> None:
-        self.path(name).write_text(json.dumps(data, indent=2) + "\n")
+        try:
+            text = json.dumps(data, indent=2, allow_nan=False)
+        except ValueError as e:  # a NaN figure is a bug upstream; refuse rather than write invalid JSON
+            raise CentrifugeError(f"refusing to write {name}: a figure is not finite") from e
+        self.path(name).write_text(text + "\n")
 
     def commit(self, names: dict[str, str]) -> dict[str, Path]:
-        """Move ``{temporary name: final name}`` into place, drop stale outputs of a previous run, clean up."""
-        final = set(names.values())
-        for old in self.dir.glob("layer_*.mp4"):
-            if old.name not in final:
-                old.unlink()
-        done = {}
-        for src, dst in names.items():
-            os.replace(self.tmp / src, self.dir / dst)
-            done[dst] = self.dir / dst
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        return done
+        """Publish ``{temporary name: final name}`` (``layers.json`` among them) and release the folder."""
+        for src in names:
+            fsync(self.tmp / src)
+        if self.whole:
+            # final names inside the temporary folder first (no slot file has an output's name) ...
+            for src, dst in names.items():
+                os.rename(self.tmp / src, self.tmp / dst)
+            for path in self.tmp.iterdir():
+                if path.name not in names.values():
+                    path.unlink()  # unchosen slots
+            fsync(self.tmp)
+            # ... then one rename publishes them all
+            os.rename(self.tmp, self.dir)  # over the empty folder
+        else:
+            final = set(names.values())
+            (self.dir / META_NAME).unlink(missing_ok=True)  # from here on the folder is not a finished set
+            for old in self.previous - final:
+                (self.dir / old).unlink(missing_ok=True)
+            for src, dst in sorted(names.items(), key=lambda item: item[1] == META_NAME):
+                os.replace(self.tmp / src, self.dir / dst)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        fsync(self.dir.parent if self.whole else self.dir)
+        self._hold.close()
+        return {dst: self.dir / dst for dst in names.values()}
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self._remove_created()
+        self._hold.close()  # also removes the folder if this run made it and it is still empty
 
-    def _remove_created(self) -> None:
-        if self.created:
-            with contextlib.suppress(OSError):
-                self.dir.rmdir()  # only if still empty
+
+def _listed_outputs(folder: Path) -> set[str]:
+    """The output files a previous run's ``layers.json`` lists (only names this tool writes)."""
+    try:
+        files = json.loads((folder / META_NAME).read_text()).get("files") or {}
+        names = [*files.get("layers", []), files.get("preview"), files.get("contact"), META_NAME]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and _OUTPUT_RE.fullmatch(n)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -461,7 +534,7 @@ class _Stats:
         """L1 (0-255 units) and PSNR (peak 255) from sums of absolute/squared errors in units of 1/scale."""
         l1 = abs_sum / max(pixels, 1) * scale
         mse = sq_sum / max(pixels, 1) * scale**2
-        psnr = 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
+        psnr = 10 * math.log10(255.0**2 / max(mse, 255.0**2 * 1e-10))  # at most 100 dB, as losses.psnr
         return {"l1": round(l1, 4), "psnr_db": round(psnr, 3)}
 
     def summary(self, chosen: tuple[int, int]) -> dict[str, Any]:
@@ -478,8 +551,8 @@ class _Stats:
             "layer_stats": per_layer,
             "recomposition": {
                 "note": "input vs the mean of layers (blend model V = (V1 + V2) / 2); l1 in 0-255 units, PSNR "
-                        "with peak 255. chosen_pair: at the inference resolution, against the model's input; "
-                        "all_layers: at full resolution; chosen_pair_encoded: the written files, decoded, "
+                        "with peak 255 (at most 100 dB). chosen_pair: at the inference resolution, against the model's "
+                        "input; all_layers: at full resolution; chosen_pair_encoded: the written files, decoded, "
                         "against the input",
                 "chosen_pair": self.quality(float(self.pair_abs[k]), float(self.pair_sq[k]), self.low_pixels),
                 "all_layers": self.quality(self.all_abs, self.all_sq, self.pixels),
@@ -640,8 +713,8 @@ def separate(
         raise CentrifugeError(f"fps must be positive, got {fps}")
     if layers not in ("best2", "all"):
         raise CentrifugeError(f"layers must be 'best2' or 'all', got {layers!r}")
-    if size is not None and size < 1:
-        raise CentrifugeError(f"--size must be a positive number of pixels, got {size}")
+    if size is not None and size < MIN_SIZE:
+        raise CentrifugeError(f"--size must be at least {MIN_SIZE} pixels, got {size}")
 
     # ---- input (checked before the model is loaded, so bad input fails fast)
     input_path: Path | None = None
@@ -697,8 +770,11 @@ def _run(array: np.ndarray | None, input_path: Path | None, total_est: int, heig
             raise CentrifugeError(f"tile size must be at least 8 pixels, got {tile_size}")
     auto_size = size is None and tile_size is None and min(width, height) > 2 * ref_size
     proc_size = 2 * ref_size if auto_size else size
+    if proc_size is None and tile_size is None and min(width, height) < MIN_SIZE:
+        proc_size = MIN_SIZE  # a tiny video is enlarged for the model: Eq. 3 needs neighbouring pixels
     pw, ph = _scaled_size(width, height, proc_size)
     resized = (pw, ph) != (width, height)
+    _check_memory(model, model_arg, dev, n or 2, window, (pw, ph), (width, height), tile_size)
     runner = _Runner(model, dev, precision, tile_size, copy=isinstance(model_arg, nn.Module))
     keep = array is not None or output is None
     # 4:2:0 chroma needs even sizes; 4:4:4 keeps an odd-sized input's exact size (but fewer players take it).

@@ -43,13 +43,15 @@ from .checkpoint import (
     load_model,
     load_training_state,
     read_model_info,
+    recover_checkpoint,
     save_checkpoint,
     unwrap,
 )
-from .config import TrainConfig, config_to_dict, train_config_from_dict
+from .config import TrainConfig, config_to_dict, train_config_from_dict, validate_train_config
 from .data import BlendDataset, ClipSpec, from_model
 from .ema import WeightAverage
 from .errors import CentrifugeError
+from .locks import hold_folder
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
@@ -290,6 +292,7 @@ def _on_rank0(dist: Distributed, fn: Callable[[], T]) -> T:
 
 def _read_checkpoint(out: Path) -> dict[str, Any] | None:
     """The run in ``out`` on the CPU: configs, state (``step``...), weights, optimizer state; None if none."""
+    recover_checkpoint(out)  # a checkpoint write cut short: finish it if it was committed, else drop it
     if not (out / CONFIG).exists():
         return None
     saved_model, saved_cfg, _ = read_run_config(out)
@@ -359,9 +362,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, resume: bool = False, progre
     run in ``cfg.out`` continues from its checkpoint with its own model and training config, except for the
     :data:`RESUME_FIELDS` taken from ``cfg``; without a checkpoint there, a new run starts.
     """
+    validate_train_config(cfg)
     dist = Distributed.from_env(cfg.device)
     try:
         with ExitStack() as cleanup:  # closes the progress bar and TensorBoard writer, on errors too
+            if dist.is_main:  # one run at a time in a run folder; rank 0 alone writes it
+                cleanup.enter_context(hold_folder(cfg.out, "run folder", remove_if_empty=True))
             return _train(dist, model_cfg, cfg, resume, progress, cleanup)
     finally:
         # On error this also releases the other ranks' pending collectives (gloo) instead of leaving them to

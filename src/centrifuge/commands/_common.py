@@ -4,10 +4,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CentrifugeError
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def video_paths(items: list[str]) -> list[Path]:
@@ -25,21 +53,6 @@ def video_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
     """Write JSON atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
@@ -47,7 +60,11 @@ def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
         raise CentrifugeError(f"{path} exists (pass --overwrite to replace it)")
     from ..checkpoint import atomic_write
 
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError as e:  # NaN is not JSON: refuse rather than write a file no reader accepts
+        raise CentrifugeError(f"refusing to write {path}: a figure is not finite") from e
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def add_device_args(p: Any) -> None:

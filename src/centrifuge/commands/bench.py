@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import list_presets, load_preset
 from ..errors import CentrifugeError
-from ._common import add_model_args, apply_model_args, write_json
+from ._common import add_model_args, apply_model_args, positive_number, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +51,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="DataLoader worker counts to measure with --data (default 0)")
     p.add_argument("--data-batches", type=int, default=10, help="batches timed per worker count (default 10)")
     p.add_argument("--peak-size", type=int, help="matrix size for the peak measurement (default 2048 CPU, 8192 GPU)")
-    p.add_argument("--peak-seconds", type=float, default=1.0, help="time spent measuring the peak (default 1)")
+    p.add_argument("--peak-seconds", type=positive_number, default=1.0,
+                   help="time spent measuring the peak (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CentrifugeError
-from ._common import add_device_args, video_paths, write_json
+from ._common import add_device_args, int_at_least, video_paths, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +16,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "baseline and of the model.")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
     p.add_argument("--model", help="model file or run folder (default: the packaged model)")
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--pairs", type=int, help="evaluate N seeded random pairs instead of all pairs")
+    p.add_argument("--frames", type=int_at_least(1), default=32)
+    p.add_argument("--size", type=int_at_least(8), default=112)
+    p.add_argument("--pairs", type=int_at_least(1), help="evaluate N seeded random pairs instead of all pairs")
     p.add_argument("--involving", nargs="+", metavar="VIDEO",
                    help="only pairs that include at least one of these videos (e.g. a held-out split)")
     p.add_argument("--exclude-trained", nargs="?", const="", metavar="MODEL",
@@ -26,7 +26,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "scored (matched by file name); MODEL: a run folder or weights file (default: --model)")
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int_at_least(1), default=4)
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     add_device_args(p)
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_model
     from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
+    from ..memory import check_fits, largest_activation
     from ..train import autocast_dtype, pick_device
 
     paths = video_paths(args.videos)
@@ -63,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
         raise CentrifugeError(f"{args.json} exists (pass --overwrite to replace it)")
     device = pick_device(args.device)
     model, info = load_model(args.model, device)
-    clips = load_clips(paths, args.frames, args.size)
     pairs = choose_pairs(len(paths), args.pairs, args.seed, involving)
+    # the clips, and per batch of pairs: two targets, the blend and the model's largest activation
+    pixels = args.frames * args.size * args.size
+    batch = min(args.batch_size, len(pairs))
+    needed = 4 * pixels * (3 * len(paths) + batch * (3 * 3 + largest_activation(model)))
+    check_fits(needed, device, f"evaluating {len(paths)} clips of {args.frames} frames at {args.size} pixels",
+               "lower --frames or --size")
+    clips = load_clips(paths, args.frames, args.size)
     amp = autocast_dtype(args.precision, device)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device)

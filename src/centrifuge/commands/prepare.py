@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..errors import CentrifugeError
 
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     print(f"{result.total} videos: {result.transcoded} transcoded, {result.skipped} already done, "
           f"{len(result.failed)} failed; manifest: {result.manifest}")
-    if result.failed:
-        print(f"failed videos are listed in {result.manifest.parent / FAILURES}; they are retried on the next run")
-    return 0
+    if not result.failed:
+        return 0
+    # Exit status: 1 when some videos failed (the cache holds the others), 2 when none is in the cache.
+    none = result.transcoded + result.skipped == 0
+    print(f"centrifuge: error: {'all' if none else len(result.failed)} of {result.total} videos failed; they are "
+          f"listed in {result.manifest.parent / FAILURES} and retried on the next run", file=sys.stderr)
+    return 2 if none else 1

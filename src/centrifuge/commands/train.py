@@ -9,9 +9,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import CONFIG, LIVE_WEIGHTS, OPTIMIZER, WEIGHTS
-from ..config import TrainConfig, list_presets, load_preset
+from ..checkpoint import CONFIG, WEIGHTS, recover_checkpoint, remove_checkpoint
+from ..config import TrainConfig, list_presets, load_preset, validate_train_config
 from ..errors import CentrifugeError
+from ..locks import hold_folder
 from ._common import add_device_args, add_model_args, apply_model_args
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
             setattr(cfg, name, list(getattr(args, name)))
     cfg.out = str(run_folder(args))
     assert {f.name for f in fields(TrainConfig)} >= set(_TRAIN_FLAGS)
+    model_cfg.__post_init__()  # the flags' values, checked before any work
+    validate_train_config(cfg)
     return model_cfg, cfg
 
 
@@ -159,11 +162,19 @@ def _resume_configs(args: argparse.Namespace, out: Path) -> tuple[ModelConfig, T
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
-
     out = run_folder(args)
     if args.resume and args.overwrite:
         raise CentrifugeError("--resume and --overwrite exclude each other")
+    if os.environ.get("RANK", "0") != "0":  # rank 0 alone writes (and locks) the run folder
+        return _run(args, out, main_rank=False)
+    with hold_folder(out, "run folder", remove_if_empty=True):
+        recover_checkpoint(out)
+        return _run(args, out, main_rank=True)
+
+
+def _run(args: argparse.Namespace, out: Path, main_rank: bool) -> int:
+    from ..train import train
+
     exists = (out / CONFIG).exists()
     if exists and not (args.resume or args.overwrite):
         raise CentrifugeError(f"{out} already holds a run: pass --resume to continue it or --overwrite")
@@ -177,13 +188,9 @@ def run(args: argparse.Namespace) -> int:
         if item and not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
     check_photo_folders(cfg.photos, cfg.cutouts)
-    if not 0.0 <= cfg.photo_fraction <= 1.0:
-        raise CentrifugeError(f"--photo-fraction {cfg.photo_fraction}: must be in [0, 1]")
-    main_rank = os.environ.get("RANK", "0") == "0"
     if args.overwrite and exists and main_rank:
         # Start afresh: a crash before the first checkpoint must not leave the old run to be resumed.
-        for name in (CONFIG, WEIGHTS, LIVE_WEIGHTS, OPTIMIZER):
-            (out / name).unlink(missing_ok=True)
+        remove_checkpoint(out)
     state = train(model_cfg, cfg, resume=args.resume, progress=not args.no_progress)
     if main_rank:
         print(f"trained to step {state.get('step')}; weights in {out / WEIGHTS}")
