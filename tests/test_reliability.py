@@ -124,7 +124,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("prepare {c} --out {o} --workers -1", "--workers"),
         (f"demo --out {{o}} {nan} --no-progress", "non-finite weights"),
     ]
-    return [(line.split()[0] + ": " + line.split("}")[-1].strip()[:40], line, words) for line, words in table]
+    return [(f"{line.split()[0]}: {words}", line, words) for line, words in table]
 
 
 @pytest.mark.parametrize(("line", "words"), [c[1:] for c in _cases()], ids=[c[0] for c in _cases()])
@@ -170,20 +170,31 @@ def _numbers(x):
 def test_degenerate_inputs_give_finite_figures(corpus, tmp_path, line):
     out = tmp_path / "out"
     assert main(line.format(c=corpus, o=out, m=f"--model {corpus}/tiny.safetensors").split()) == 0
-    _strict_json(out / ("layers.json" if line.startswith("separate") else "e.json"))
+    data = _strict_json(out / ("layers.json" if line.startswith("separate") else "e.json"))
+    if "pixel.mp4 -o" in line:  # a video below 8 pixels is enlarged for the model
+        assert data["settings"]["inference_size"] == [8, 8]
+
+
+def test_psnr_of_identical_images_is_capped_not_infinite():
+    from centrifuge.separate import _Stats
+
+    assert _Stats.quality(0.0, 0.0, 100)["psnr_db"] == 100.0
 
 
 # ---- folders: links followed once
 
 
 def test_link_loops_are_walked_once(tmp_path):
-    make_video(tmp_path / "a.mp4", frames=4, width=16, height=16)
-    (tmp_path / "sub").mkdir()
-    make_video(tmp_path / "sub" / "b.mp4", frames=4, width=16, height=16)
-    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop
-    (tmp_path / "again").symlink_to(tmp_path / "sub")  # a second way to one folder
-    assert list_videos(tmp_path) in ([tmp_path / "a.mp4", tmp_path / "again" / "b.mp4"],
-                                     [tmp_path / "a.mp4", tmp_path / "sub" / "b.mp4"])
+    loop, twice = tmp_path / "loop", tmp_path / "twice"
+    (loop / "sub").mkdir(parents=True)
+    make_video(loop / "a.mp4", frames=4, width=16, height=16)
+    make_video(loop / "sub" / "b.mp4", frames=4, width=16, height=16)
+    (loop / "sub" / "up").symlink_to(loop)  # a loop
+    assert list_videos(loop) == [loop / "a.mp4", loop / "sub" / "b.mp4"]
+    (twice / "real").mkdir(parents=True)
+    make_video(twice / "real" / "c.mp4", frames=4, width=16, height=16)
+    (twice / "link").symlink_to(twice / "real")  # a second way to one folder
+    assert list_videos(twice) in ([twice / "link" / "c.mp4"], [twice / "real" / "c.mp4"])
 
 
 # ---- prepare: failures in the exit status
