@@ -96,9 +96,9 @@ def list_videos(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def walk_once(root: str | Path) -> Iterator[tuple[str, list[str]]]:
+def walk_once(root: str | Path, hidden_folders: bool = True) -> Iterator[tuple[str, list[str]]]:
     """``(folder, file names)`` under ``root``, following links to folders but entering each folder once:
-    a link loop (or two links to one folder) would otherwise walk forever or list videos twice."""
+    a link loop (or two links to one folder) would otherwise walk forever or list files twice."""
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, names in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -106,6 +106,8 @@ def walk_once(root: str | Path) -> Iterator[tuple[str, list[str]]]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if not hidden_folders:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         yield dirpath, names
 
 

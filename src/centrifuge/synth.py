@@ -69,16 +69,10 @@ def list_images(root: str | Path) -> list[Path]:
         return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
-    found, seen = [], set()
-    for dirpath, dirnames, names in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:  # a symlink loop: walk each folder once
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / n for n in names
-                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    from .data import walk_once
+
+    found = [Path(dirpath) / n for dirpath, names in walk_once(root, hidden_folders=False) for n in names
+             if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
     return sorted(found)
 
 
