@@ -341,6 +341,9 @@ def test_separate_killed_in_its_commit_leaves_no_final_name(corpus, tmp_path, ta
     assert not list(tmp_path.glob(".out.separate-*.part"))  # cleaned by the next run into this folder
     assert {p.name for p in out.iterdir()} == {"layer_0.mp4", "layer_1.mp4", "preview.mp4", "contact.png",
                                                 "layers.json"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # the published folder is not the temporary one's 0700
 
 
 def test_separate_killed_while_overwriting_is_not_marked_finished(corpus, tmp_path):

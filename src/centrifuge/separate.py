@@ -437,6 +437,9 @@ class _Output:
             for path in self.tmp.iterdir():
                 if path.name not in names.values():
                     path.unlink()  # unchosen slots
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output folder gets the usual permissions
             fsync(self.tmp)
             # ... then one rename publishes them all
             os.rename(self.tmp, self.dir)  # over the empty folder

@@ -33,7 +33,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="do not add the input's fine detail to layers predicted at reduced size")
     p.add_argument("--window", type=_positive, help="frames per model window (default: the training clip length)")
     p.add_argument("--overlap", type=_non_negative, help="frames shared by consecutive windows (default: window/4)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUTDIR, replacing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty OUTDIR, replacing the outputs of this tool (layer_N.mp4, preview.mp4, "
+                   "contact.png, layers.json) and nothing else")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_args(p)
     p.set_defaults(func=run)
