@@ -24,11 +24,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _peak_size(device: torch.device, dtype: torch.dtype, seconds: float) -> int:
+    """The matrix size for the peak: 2048 on CPUs and 8192 on GPUs, or smaller where one product would take
+    more than ``max(seconds, 1)`` (a dtype emulated in software, e.g. fp16 on most CPUs, would take minutes)."""
+    top = 8192 if device.type == "cuda" else 2048
+    n = 256
+    while n < top:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        start = time.perf_counter()
+        a @ a
+        _sync(device)
+        if 8 * (time.perf_counter() - start) > max(seconds, 1.0):  # the next size up costs 8x
+            break
+        n *= 2
+    return n
+
+
 def measure_peak_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                        n: int | None = None, seconds: float = 1.0) -> float:
     """Achieved FLOP/s of a large square matrix product: the practical peak of this device and dtype."""
     device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
+    n = n or _peak_size(device, dtype, seconds)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
