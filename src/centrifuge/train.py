@@ -55,6 +55,7 @@ from .locks import hold_folder
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
+from .training_step import autocast, compile_for_training, optimizer_options, training_memory_format
 
 if TYPE_CHECKING:
     from .synth import PhotoSynth
@@ -198,12 +199,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over :func:`parameter_groups`; on ``device``, its fused implementation."""
     groups = parameter_groups(model, cfg.weight_decay)
+    options = optimizer_options(device) if device is not None else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **options)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
 
 
@@ -455,9 +459,7 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
     _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(model_cfg).to(device)
-    # Channels-last convolutions make a CPU training step 8-13 % faster (docs/performance.md); GPUs keep the
-    # default layout, which is what their timings were measured with.
-    memory_format = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+    memory_format = training_memory_format(device)
     model.to(memory_format=memory_format)
     if cfg.sync_bn and dist.enabled:
         if device.type == "cpu":
@@ -466,13 +468,15 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
     if init_weights is not None:
         model.load_state_dict(init_weights)
         del init_weights
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, device)
     # The ranks hold the same weights: one average, on the rank that saves it. It starts from the weights of
     # --init (loaded above) or, on resume, from the checkpoint's average (a resumed run keeps its --ema).
     average = WeightAverage(model, cfg.ema) if cfg.ema and dist.is_main else None
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # this machine's implementation, not the checkpoint writer's
+            group.update(optimizer_options(device))
         if average is not None:
             average.model.load_state_dict(ckpt["average"])
         del ckpt
@@ -486,12 +490,16 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
         scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
-    net = torch.compile(ddp) if cfg.compile else ddp
-    loss_fn = pit_loss
-    if cfg.compile_loss:
-        loss_fn = compiled_pit_loss(model_cfg.n_layers,
-                                    (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size), device)
+    layers_shape = (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size)
+    loss_fn = compiled_pit_loss(model_cfg.n_layers, layers_shape, device) if cfg.compile_loss else pit_loss
     model.train()
+    net = ddp
+    if cfg.compile:
+        # Compiled now, on a batch of the training's shape, so that the time is paid (and reported) once.
+        mix = torch.zeros(layers_shape[:1] + layers_shape[2:], device=device).to(memory_format=memory_format)
+        net, seconds = compile_for_training(ddp, model, mix, torch.zeros(layers_shape, device=device), loss_fn, amp)
+        if net is not ddp and dist.is_main:
+            log.info("compiled the model for training in %.1f s", seconds)
     return _Run(model_cfg, cfg, device, model, ddp, net, loss_fn, optimizer, scaler, average, amp, memory_format,
                 micro, accum, start_step, state)
 
@@ -531,7 +539,7 @@ def _train_step(run: _Run, dist: Distributed, batches: Iterator[dict[str, torch.
         # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
         last_micro = micro_i == run.accum - 1
         with nullcontext() if (last_micro or not dist.enabled) else run.ddp.no_sync():
-            with torch.autocast(device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+            with autocast(device, run.amp):
                 outputs = run.net(mix)
             loss = run.loss_fn(outputs.float(), layers)[0].mean()
             run.scaler.scale(loss / run.accum).backward()
