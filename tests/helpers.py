@@ -88,3 +88,10 @@ def make_audio_only(path: str | Path, seconds: float = 0.5, sample_rate: int = 1
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def broken_compile(fn, **kwargs):
+    """Stands in for ``torch.compile`` where compiling is not possible: the compiled function raises."""
+    def call(*args):
+        raise RuntimeError("no compiler here")
+    return call

@@ -1,6 +1,7 @@
 import logging
 
 import torch
+from helpers import broken_compile
 
 from centrifuge import losses
 from centrifuge.blend import blend, mix
@@ -135,12 +136,7 @@ def test_compiled_pit_loss_matches_eager():
 
 
 def test_compiled_pit_loss_falls_back_to_eager(monkeypatch, caplog):
-    def broken(fn, **kwargs):
-        def call(*args):
-            raise RuntimeError("no compiler here")
-        return call
-
-    monkeypatch.setattr(losses.torch, "compile", broken)
+    monkeypatch.setattr(losses.torch, "compile", broken_compile)
     with caplog.at_level(logging.WARNING, logger="centrifuge"):
         fn = compiled_pit_loss(2, (1, 2, 3, 1, 4, 4))
     assert fn is pit_loss

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_video
+from helpers import broken_compile, make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
@@ -81,12 +82,13 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.8])
-def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch, ema):
+@pytest.mark.parametrize("ema, compile", [(0.0, False), (0.8, False), (0.0, True)])
+def test_resume_reproduces_uninterrupted_run(videos, tmp_path, monkeypatch, ema, compile):
     # SGD with momentum and gradient accumulation (micro-batch 1): momentum buffers, BN running averages and
-    # the step must all come back from the checkpoint for the weights to match; with --ema, the average too.
+    # the step must all come back from the checkpoint for the weights to match; with --ema, the average too;
+    # with --compile, compiling (a forward and backward pass at start-up) must leave no trace.
     kw = dict(iterations=6, ckpt_every=3, batch_size=2, micro_batch=1, optimizer="sgd", lr=0.02, momentum=0.9,
-              ema=ema)
+              ema=ema, compile=compile)
     full, cut = tmp_path / "full", tmp_path / "cut"
     train(TINY, tiny_config(videos, full, **kw), progress=False)
 
@@ -129,6 +131,16 @@ def test_resume_keeps_saved_settings_and_extends(videos, tmp_path):
     assert state["step"] == 3
     assert state["model"] == TINY.to_dict()
     assert state["train"]["lr"] == 0.01 and state["train"]["iterations"] == 3
+
+
+def test_compile_failure_trains_the_eager_model(videos, tmp_path, monkeypatch, caplog):
+    # no C++ compiler (simulated): one warning each for the model and the loss, and the run trains eagerly
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="centrifuge"):
+        state = train(TINY, tiny_config(videos, tmp_path / "run", iterations=2, compile=True), progress=False)
+    assert state["step"] == 2
+    assert caplog.text.count("torch.compile of the model failed") == 1
+    assert caplog.text.count("torch.compile of the loss failed") == 1
 
 
 def test_lr_schedule_scales_to_the_run(videos, tmp_path):

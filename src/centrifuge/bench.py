@@ -60,6 +60,9 @@ class BenchSettings:
     split: bool = True
     train: bool = False
     compile_loss: bool = True
+    train_compile: bool = False
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
     train_batch: int | None = None
     data: str | None = None
     photos: Sequence[str] = ()  # blends rendered from photos (with the videos of ``data``, half and half)
@@ -205,9 +208,17 @@ def _bench_split(module: nn.Module, fast: Any, s: BenchSettings) -> dict[str, di
 
 
 def bench_training(s: BenchSettings) -> dict[str, Any]:
-    """One optimisation step as ``centrifuge train`` runs it (SGD, PIT loss, two target layers)."""
+    """One optimisation step as ``centrifuge train`` runs it, timed in its parts.
+
+    The preset's optimizer (``s.optimizer``, fused where available), the PIT loss against two target layers,
+    channels-last unless ``s.channels_last`` is off, and with ``s.compile`` the model compiled as
+    :func:`centrifuge.training_step.compile_for_training` does (its compile time is reported, not timed as
+    a step). Forward, loss, backward and optimizer step are each timed to a device synchronisation.
+    """
+    from .config import TrainConfig
     from .losses import compiled_pit_loss, pit_loss
-    from .train import autocast_dtype
+    from .train import autocast_dtype, make_optimizer
+    from .training_step import autocast, compile_for_training
 
     device = torch.device(s.device)
     batch = s.train_batch or s.batch
@@ -215,33 +226,56 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     model = build_model(s.model).to(device).train()
     memory_format = torch.channels_last_3d if s.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    optimizer = make_optimizer(model, TrainConfig(optimizer=s.optimizer, weight_decay=s.weight_decay, lr=1e-4,
+                                                  momentum=0.9), device)  # fused, as train.py's
     amp = autocast_dtype(s.precision, device)
     mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1).to(memory_format=memory_format)
     layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
     loss_fn = compiled_pit_loss(s.model.n_layers, tuple(layers.shape), device) if s.compile_loss else pit_loss
+    net, compile_seconds = model, None
+    if s.train_compile:
+        net, compile_seconds = compile_for_training(model, model, mix, layers, loss_fn, amp)
+    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(mix)
+    def step(record: bool = True) -> None:
+        marks = [time.perf_counter()]
+        with autocast(device, amp):
+            out = net(mix)
+        _sync(device)
+        marks.append(time.perf_counter())
         loss = loss_fn(out.float(), layers)[0].mean()
+        _sync(device)
+        marks.append(time.perf_counter())
         loss.backward()
+        _sync(device)
+        marks.append(time.perf_counter())
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        marks.append(time.perf_counter())
+        if record:
+            for name, a, b in zip(parts, marks, marks[1:], strict=False):
+                parts[name].append(b - a)
 
-    times = time_call(step, s.repeats, s.warmup, device)
+    for _ in range(s.warmup):
+        step(record=False)
+    times = time_call(step, s.repeats, 0, device)
     seconds = _median(times)
-    profile = _profile(step, None, s.profile, device) if s.profile else None
+    profile = _profile(lambda: step(record=False), None, s.profile, device) if s.profile else None
     meta = _meta_model(s.model)
     flops = count_flops(meta, torch.zeros(batch, 3, s.frames, s.size, s.size, device="meta"), backward=True)
     return {
         "batch": batch,
         "seconds_per_step": seconds,
         "steps_all": times,
+        "parts_seconds": {name: _median(v) for name, v in parts.items()},
         "clips_per_s": batch / seconds,
         "gflop_per_clip": flops / batch / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
         "dtype": str(amp or torch.float32).removeprefix("torch."),
+        "optimizer": s.optimizer,
+        "compiled": net is not model,
+        **({"compile_seconds": compile_seconds} if compile_seconds else {}),
         **({"profile": profile} if profile else {}),
     }
 
@@ -379,9 +413,17 @@ def format_report(r: dict[str, Any]) -> str:
         lines.extend(_profile_lines(r["profile"]))
     if "train" in r:
         t = r["train"]
-        lines.append(f"training step:          {_fmt_s(t['seconds_per_step']):>10} (batch {t['batch']}, {t['dtype']}), "
-                     f"{t['clips_per_s']:.2f} clips/s, {t['achieved_gflops']:.1f} GFLOP/s, "
-                     f"{100 * t['fraction_of_peak']:.0f}% of the {t['peak_gflops']:.0f} GFLOP/s peak")
+        model = "compiled model" if t.get("compiled") else "eager model"
+        lines.append(f"training step:          {_fmt_s(t['seconds_per_step']):>10} (batch {t['batch']}, {t['dtype']}, "
+                     f"{model}, {t.get('optimizer', 'sgd')}), {t['clips_per_s']:.2f} clips/s, "
+                     f"{t['achieved_gflops']:.1f} GFLOP/s, {100 * t['fraction_of_peak']:.1f}% of the "
+                     f"{t['peak_gflops']:.0f} GFLOP/s peak")
+        if "parts_seconds" in t:
+            total = sum(t["parts_seconds"].values()) or 1.0
+            lines.append("  " + ", ".join(f"{name} {_fmt_s(v)} ({100 * v / total:.0f}%)"
+                                          for name, v in t["parts_seconds"].items()))
+        if t.get("compile_seconds"):
+            lines.append(f"  compiling the model for training: {t['compile_seconds']:.1f} s (once per run)")
         if t.get("profile"):
             lines.append("operators by own time (one training step, torch.profiler):")
             lines.extend(_profile_lines(t["profile"]))

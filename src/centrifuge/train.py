@@ -55,6 +55,7 @@ from .locks import hold_folder
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
+from .training_step import autocast, compile_for_training, optimizer_options, training_memory_format
 
 if TYPE_CHECKING:
     from .synth import PhotoSynth
@@ -198,12 +199,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over :func:`parameter_groups`; on ``device``, its fused implementation."""
     groups = parameter_groups(model, cfg.weight_decay)
+    options = optimizer_options(device) if device is not None else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **options)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
 
 
@@ -377,6 +381,50 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, resume: bool = False, progre
 
 def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool, progress: bool,
            cleanup: ExitStack) -> dict[str, Any]:
+    """The training loop: set-up, data, step, logging, checkpoint (one stage function each, below)."""
+    run = _set_up(dist, model_cfg, cfg, resume)
+    model_cfg, cfg = run.model_cfg, run.cfg
+    loader, n_videos = _make_loader(cfg, run.start_step, dist, run.device)
+    monitor = _Monitor(dist, run, n_videos, progress, cleanup) if dist.is_main else None
+    saver = _Checkpointer(dist, run)  # its clock (the run's training time) starts here
+    batches = iter(loader)
+    step = run.start_step
+    while step < cfg.iterations:
+        step_loss, last_batch = _train_step(run, dist, batches, step)
+        step += 1
+        if monitor is not None:  # rank 0 logs, validates and saves
+            monitor.after_step(step, step_loss, last_batch)
+            if step % cfg.ckpt_every == 0 or step == cfg.iterations:
+                saver.save(step, monitor.checkpoint_loss(step, step_loss), monitor)
+    if dist.enabled:
+        torch_dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has saved
+    return saver.state or {"step": step, **config_to_dict(model_cfg, cfg)}
+
+
+@dataclass
+class _Run:
+    """What the training loop works on, as :func:`_set_up` leaves it."""
+
+    model_cfg: ModelConfig
+    cfg: TrainConfig
+    device: torch.device
+    model: torch.nn.Module  # this rank's weights (what is saved)
+    ddp: torch.nn.Module  # ``model``, wrapped in DistributedDataParallel when there are several ranks
+    net: torch.nn.Module  # what runs the forward pass: ``ddp``, compiled with ``--compile``
+    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    amp: torch.dtype | None
+    memory_format: torch.memory_format
+    micro: int
+    accum: int
+    start_step: int
+    state: dict[str, Any]  # the saved state resumed from ({} for a new run)
+
+
+def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool) -> _Run:
+    """Configs (a resumed run's own), the model on its device, optimizer, weight average, loss scaler, DDP."""
     out = Path(cfg.out)
 
     def restore() -> dict[str, Any] | None:
@@ -408,12 +456,10 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
             log.info("starting from the weights of %s", cfg.init)
 
     device = pick_device(cfg.device, dist)
-    local, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
+    _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(model_cfg).to(device)
-    # Channels-last convolutions make a CPU training step 8-13 % faster (docs/performance.md); GPUs keep the
-    # default layout, which is what their timings were measured with.
-    memory_format = torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
+    memory_format = training_memory_format(device)
     model.to(memory_format=memory_format)
     if cfg.sync_bn and dist.enabled:
         if device.type == "cpu":
@@ -422,13 +468,15 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     if init_weights is not None:
         model.load_state_dict(init_weights)
         del init_weights
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, device)
     # The ranks hold the same weights: one average, on the rank that saves it. It starts from the weights of
     # --init (loaded above) or, on resume, from the checkpoint's average (a resumed run keeps its --ema).
     average = WeightAverage(model, cfg.ema) if cfg.ema and dist.is_main else None
     if ckpt is not None:
         model.load_state_dict(ckpt["weights"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # this machine's implementation, not the checkpoint writer's
+            group.update(optimizer_options(device))
         if average is not None:
             average.model.load_state_dict(ckpt["average"])
         del ckpt
@@ -442,8 +490,22 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
         scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
-    net = torch.compile(ddp) if cfg.compile else ddp
+    layers_shape = (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size)
+    loss_fn = compiled_pit_loss(model_cfg.n_layers, layers_shape, device) if cfg.compile_loss else pit_loss
+    model.train()
+    net = ddp
+    if cfg.compile:
+        # Compiled now, on a batch of the training's shape, so that the time is paid (and reported) once.
+        mix = torch.zeros(layers_shape[:1] + layers_shape[2:], device=device).to(memory_format=memory_format)
+        net, seconds = compile_for_training(ddp, model, mix, torch.zeros(layers_shape, device=device), loss_fn, amp)
+        if net is not ddp and dist.is_main:
+            log.info("compiled the model for training in %.1f s", seconds)
+    return _Run(model_cfg, cfg, device, model, ddp, net, loss_fn, optimizer, scaler, average, amp, memory_format,
+                micro, accum, start_step, state)
 
+
+def _make_loader(cfg: TrainConfig, start_step: int, dist: Distributed, device: torch.device) -> tuple[DataLoader, int]:
+    """The training blends from ``start_step`` on, this rank's share; and the number of training videos."""
     # Rank 0 lists the videos for everyone: one scan of the file system, and the same list on every rank
     # (the list decides which videos each dataset index blends).
     videos = _on_rank0(dist, lambda: [str(p) for p in training_videos(cfg)])
@@ -459,110 +521,129 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
                         prefetch_factor=4 if cfg.workers > 0 else None)
+    return loader, len(videos)
 
-    writer, flops_per_clip, peak = None, 0.0, 1.0
-    if dist.is_main:
+
+def _train_step(run: _Run, dist: Distributed, batches: Iterator[dict[str, torch.Tensor]],
+                step: int) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """One update from ``run.accum`` micro-batches of ``batches``: the global batch's loss and the last
+    micro-batch's ``(mix, layers, outputs)``."""
+    cfg, device, optimizer = run.cfg, run.device, run.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr_at(step)
+    loss_acc = torch.zeros((), device=device)
+    for micro_i in range(run.accum):
+        batch = next(batches)
+        mix = batch["mix"].to(device, non_blocking=True, memory_format=run.memory_format)
+        layers = batch["layers"].to(device, non_blocking=True)
+        # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
+        last_micro = micro_i == run.accum - 1
+        with nullcontext() if (last_micro or not dist.enabled) else run.ddp.no_sync():
+            with autocast(device, run.amp):
+                outputs = run.net(mix)
+            loss = run.loss_fn(outputs.float(), layers)[0].mean()
+            run.scaler.scale(loss / run.accum).backward()
+        loss_acc += loss.detach() / run.accum
+    if dist.enabled:  # the loss of the global batch, identical on every rank
+        torch_dist.all_reduce(loss_acc)
+        loss_acc /= dist.world_size
+    step_loss = loss_acc.item()
+    if not math.isfinite(step_loss):
+        raise FloatingPointError(f"loss is {step_loss} at step {step}; lower the learning rate")
+    if cfg.grad_clip:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if run.average is not None:
+        run.average.update(run.model, step)
+    return step_loss, (mix, layers, outputs)
+
+
+class _Monitor:
+    """Rank 0's view of the run: progress bar, loss and MFU log lines, TensorBoard, validation, images."""
+
+    def __init__(self, dist: Distributed, run: _Run, n_videos: int, progress: bool, cleanup: ExitStack) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        cfg, out = run.cfg, Path(run.cfg.out)
+        self.run, self.cfg, self.world_size = run, cfg, dist.world_size
         # Hide what an earlier attempt logged after the checkpoint we start from (all of it when not resuming);
         # events are logged at the number of updates done, so step ``start_step`` itself stays.
-        writer = cleanup.enter_context(SummaryWriter(str(out / "tb"), purge_step=start_step + 1))
-        flops_per_clip = _training_flops(model, cfg, device)
-        peak = measure_peak_flops(device, amp or torch.float32, seconds=0.3)
+        self.writer = cleanup.enter_context(SummaryWriter(str(out / "tb"), purge_step=run.start_step + 1))
+        self.flops_per_clip = _training_flops(run.model, cfg, run.device)
+        self.peak = measure_peak_flops(run.device, run.amp or torch.float32, seconds=0.3)
         log.info("%s: %d videos, %.1f M parameters, %.2f GFLOP per training clip, peak %.0f GFLOP/s per device",
-                 out, len(videos), sum(p.numel() for p in model.parameters()) / 1e6, flops_per_clip / 1e9,
-                 peak / 1e9)
+                 out, n_videos, sum(p.numel() for p in run.model.parameters()) / 1e6, self.flops_per_clip / 1e9,
+                 self.peak / 1e9)
         log.info("%d rank(s)%s on %s: global batch %d = %d rank(s) x %d clips (micro-batch %d x %d accumulation)"
-                 "%s", dist.world_size, f" ({dist.backend})" if dist.enabled else "", device.type, cfg.batch_size,
-                 dist.world_size, local, micro, accum, ", SyncBatchNorm" if cfg.sync_bn and dist.enabled else "")
+                 "%s", dist.world_size, f" ({dist.backend})" if dist.enabled else "", run.device.type,
+                 cfg.batch_size, dist.world_size, cfg.batch_size // dist.world_size, run.micro, run.accum,
+                 ", SyncBatchNorm" if cfg.sync_bn and dist.enabled else "")
+        self.validate = Validator(cfg, run.device, run.amp) if cfg.val_every and cfg.val_data else None
+        self.last_val: dict[str, Any] = {}
+        self.bar = None
+        if progress and run.start_step < cfg.iterations:
+            from tqdm import tqdm
 
-    loss_fn = pit_loss
-    if cfg.compile_loss:
-        loss_fn = compiled_pit_loss(model_cfg.n_layers,
-                                    (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size), device)
-    validate = Validator(cfg, device, amp) if dist.is_main and cfg.val_every and cfg.val_data else None
-    last_val: dict[str, Any] = {}
-    model.train()
-    bar = None
-    if dist.is_main and progress and start_step < cfg.iterations:
-        from tqdm import tqdm
+            self.bar = cleanup.enter_context(tqdm(total=cfg.iterations, initial=run.start_step, unit="it",
+                                                  dynamic_ncols=True))
+        self.window_loss, self.last_t, self.last_step = 0.0, time.time(), run.start_step
+        self.mean_loss = math.nan
 
-        bar = cleanup.enter_context(tqdm(total=cfg.iterations, initial=start_step, unit="it", dynamic_ncols=True))
-    step, micro_i = start_step, 0
-    loss_acc = torch.zeros((), device=device)
-    window_loss, t0, last_t, last_step = 0.0, time.time(), time.time(), start_step
-    mean_loss = math.nan
-    for batch in loader:
-        mix = batch["mix"].to(device, non_blocking=True, memory_format=memory_format)
-        layers = batch["layers"].to(device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        last_micro = micro_i == accum - 1
-        # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
-        sync = nullcontext() if (last_micro or not dist.enabled) else ddp.no_sync()
-        with sync:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                outputs = net(mix)
-            loss = loss_fn(outputs.float(), layers)[0].mean()
-            scaler.scale(loss / accum).backward()
-        loss_acc += loss.detach() / accum
-        micro_i += 1
-        if not last_micro:
-            continue
-        if dist.enabled:  # the loss of the global batch, identical on every rank
-            torch_dist.all_reduce(loss_acc)
-            loss_acc /= dist.world_size
-        step_loss = loss_acc.item()
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"loss is {step_loss} at step {step}; lower the learning rate")
-        if cfg.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if average is not None:
-            average.update(model, step - 1)
-        micro_i = 0
-        loss_acc.zero_()
-        window_loss += step_loss
-        if not dist.is_main:
-            continue
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    def write(self, msg: str) -> None:
+        (self.bar.write if self.bar is not None else log.info)(msg)
+
+    def after_step(self, step: int, step_loss: float, last_batch: tuple[torch.Tensor, ...]) -> None:
+        """Progress, and at their intervals the log line, validation and images, after update ``step``."""
+        cfg, lr = self.cfg, self.run.optimizer.param_groups[0]["lr"]  # the lr of this step
+        self.window_loss += step_loss
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.3g}")
         if step % cfg.log_every == 0 or step == cfg.iterations:
             now = time.time()
-            clips_s = (step - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
-            mfu = clips_s * flops_per_clip / peak / dist.world_size
-            mean_loss = window_loss / (step - last_step)  # also what checkpoints record: one batch is noisy
-            writer.add_scalar("train/loss", mean_loss, step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)  # the lr of this step
-            writer.add_scalar("perf/clips_per_s", clips_s, step)
-            writer.add_scalar("perf/mfu", mfu, step)
-            msg = f"step {step}: loss {mean_loss:.4f}, {clips_s:.2f} clips/s, MFU {100 * mfu:.1f}%"
-            (bar.write if bar is not None else log.info)(msg)
-            last_t, last_step, window_loss = now, step, 0.0
-        if validate is not None and (step % cfg.val_every == 0 or step == cfg.iterations):
-            v = validate(average.model if average is not None else unwrap(model))
+            clips_s = (step - self.last_step) * cfg.batch_size / max(now - self.last_t, 1e-9)
+            mfu = clips_s * self.flops_per_clip / self.peak / self.world_size
+            self.mean_loss = self.window_loss / (step - self.last_step)  # what checkpoints record: one batch is noisy
+            self.writer.add_scalar("train/loss", self.mean_loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("perf/clips_per_s", clips_s, step)
+            self.writer.add_scalar("perf/mfu", mfu, step)
+            self.write(f"step {step}: loss {self.mean_loss:.4f}, {clips_s:.2f} clips/s, MFU {100 * mfu:.1f}%")
+            self.last_t, self.last_step, self.window_loss = now, step, 0.0
+        if self.validate is not None and (step % cfg.val_every == 0 or step == cfg.iterations):
+            average = self.run.average
+            v = self.validate(average.model if average is not None else unwrap(self.run.model))
             for key in ("model_loss", "identity_loss", "ratio", "psnr_db", "identity_psnr_db"):
-                writer.add_scalar(f"val/{key}", v[key], step)
-            msg = (f"step {step}: validation loss {v['model_loss']:.4f} = {v['ratio']:.3f} x identity, "
-                   f"PSNR {v['psnr_db']:.2f} dB (identity {v['identity_psnr_db']:.2f}), {v['pairs']} pairs")
-            (bar.write if bar is not None else log.info)(msg)
-            last_val = {k: v[k] for k in ("model_loss", "ratio", "psnr_db", "pairs")}
+                self.writer.add_scalar(f"val/{key}", v[key], step)
+            self.write(f"step {step}: validation loss {v['model_loss']:.4f} = {v['ratio']:.3f} x identity, "
+                       f"PSNR {v['psnr_db']:.2f} dB (identity {v['identity_psnr_db']:.2f}), {v['pairs']} pairs")
+            self.last_val = {k: v[k] for k in ("model_loss", "ratio", "psnr_db", "pairs")}
         if cfg.image_every and step % cfg.image_every == 0:
-            _log_images(writer, step, mix, layers, outputs)
-        if step % cfg.ckpt_every == 0 or step == cfg.iterations:
-            saved_loss = mean_loss if last_step == step else step_loss
-            state = {**config_to_dict(model_cfg, cfg), "step": step, "loss": saved_loss,
-                     "world_size": dist.world_size, "elapsed_s": state.get("elapsed_s", 0.0) + time.time() - t0,
-                     **({"val": last_val} if last_val else {}),
-                     **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
-            t0 = time.time()
-            save_checkpoint(out, model, optimizer, model_cfg, state, average.model if average is not None else None)
-            writer.flush()
-    if dist.enabled:
-        torch_dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has saved
-    return state or {"step": step, **config_to_dict(model_cfg, cfg)}
+            _log_images(self.writer, step, *last_batch)
+
+    def checkpoint_loss(self, step: int, step_loss: float) -> float:
+        """The loss a checkpoint at ``step`` records: the mean of the log window ending there, else the step's."""
+        return self.mean_loss if self.last_step == step else step_loss
+
+
+class _Checkpointer:
+    """Rank 0 saves weights, optimizer, average and ``config.json`` with the step, loss and training time."""
+
+    def __init__(self, dist: Distributed, run: _Run) -> None:
+        self.dist, self.run, self.state, self.t0 = dist, run, run.state, time.time()
+
+    def save(self, step: int, loss: float, monitor: _Monitor) -> None:
+        run, last_val = self.run, monitor.last_val
+        self.state = {**config_to_dict(run.model_cfg, run.cfg), "step": step, "loss": loss,
+                      "world_size": self.dist.world_size,
+                      "elapsed_s": self.state.get("elapsed_s", 0.0) + time.time() - self.t0,
+                      **({"val": last_val} if last_val else {}),
+                      **({"grad_scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {})}
+        self.t0 = time.time()
+        average = run.average
+        save_checkpoint(run.cfg.out, run.model, run.optimizer, run.model_cfg, self.state,
+                        average.model if average is not None else None)
+        monitor.writer.flush()

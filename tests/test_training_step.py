@@ -1,0 +1,85 @@
+"""The fast training step: the compiled model trains like the eager one, and training falls back to eager
+where compiling is not possible. Tiny model and shapes: compiling is the slow part of these tests."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from helpers import broken_compile
+
+import centrifuge.training_step as training_step
+from centrifuge.losses import pit_loss
+from centrifuge.model import ModelConfig, build_model
+from centrifuge.training_step import compile_for_training
+
+TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c", residual=True)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    layers = torch.rand(2, 2, 3, 4, 32, 32, generator=g) * 2 - 1
+    return layers.mean(1).contiguous(memory_format=torch.channels_last_3d), layers
+
+
+def step(net: torch.nn.Module, mix: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+    loss = pit_loss(net(mix).float(), layers)[0].mean()
+    loss.backward()
+    return loss.detach()
+
+
+def test_compiled_step_matches_eager_and_compiling_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = build_model(TINY).train().to(memory_format=torch.channels_last_3d)
+    eager = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mix, layers = batch()
+
+    net, seconds = compile_for_training(model, model, mix, layers, pit_loss, None)
+    assert net is not model and seconds > 0
+    # the trial pass changed nothing: weights, BatchNorm statistics (and their counters), no gradients
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+    loss, ref_loss = step(net, mix, layers), step(eager, mix, layers)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
+    for (name, b), c in zip(model.named_buffers(), eager.buffers(), strict=True):  # one update of the statistics
+        torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compile_failure_falls_back_to_the_eager_model(monkeypatch, caplog):
+    monkeypatch.setattr(training_step.torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    model = build_model(TINY).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mix, layers = batch()
+    with caplog.at_level(logging.WARNING, logger="centrifuge"):
+        net, seconds = compile_for_training(model, model, mix, layers, pit_loss, None)
+    assert net is model and seconds == 0.0
+    assert caplog.text.count("torch.compile of the model failed") == 1 and "no compiler here" in caplog.text
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_compiled_step_in_bf16_matches_eager_within_bf16_rounding():
+    amp = torch.bfloat16  # bf16 autocast, as training on CPUs with AMX and on GPUs
+    torch.manual_seed(0)
+    model = build_model(TINY).train().to(memory_format=torch.channels_last_3d)
+    eager = copy.deepcopy(model)
+    mix, layers = batch()
+    net, _ = compile_for_training(model, model, mix, layers, pit_loss, amp)
+    with torch.autocast("cpu", dtype=amp):
+        out = net(mix)
+    loss = pit_loss(out.float(), layers)[0].mean()
+    with torch.autocast("cpu", dtype=amp):
+        ref = eager(mix)
+    ref_loss = pit_loss(ref.float(), layers)[0].mean()
+    torch.testing.assert_close(loss, ref_loss, rtol=2e-2, atol=1e-3)
+    loss.backward()
+    ref_loss.backward()
+    g = torch.cat([p.grad.flatten() for p in model.parameters()])
+    h = torch.cat([p.grad.flatten() for p in eager.parameters()])
+    assert torch.nn.functional.cosine_similarity(g, h, dim=0) > 0.99
