@@ -75,8 +75,6 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
     from), a weights file whose metadata lists them (``trained_on``), or None for the packaged model. Clips
     are matched by file name, which survives copying a model to another machine.
     """
-    import json
-
     from .checkpoint import CONFIG, CheckpointError, read_model_info
     from .train import read_run_config, training_videos
 
@@ -90,7 +88,7 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
     _, info, path = read_model_info(model)
     if "trained_on" not in info:
         raise CheckpointError(f"{path} does not record the videos it was trained on; give its run folder")
-    return set(json.loads(info["trained_on"]) if isinstance(info["trained_on"], str) else info["trained_on"])
+    return set(info["trained_on"])
 
 
 def format_pairs(result: dict[str, Any], names: Sequence[str]) -> str:

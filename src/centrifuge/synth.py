@@ -281,11 +281,11 @@ def soft_crop(photo: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return torch.cat([crop, alpha[None]], 0)
 
 
-def _light(rng: random.Random, times: np.ndarray, frames: int) -> torch.Tensor:
-    """Per-frame RGB gains ``[N, 3, 1, 1]``: a slow drift of brightness and colour."""
+def _light(rng: random.Random, frames: int) -> torch.Tensor:
+    """Per-frame RGB gains ``[frames, 3, 1, 1]``: a slow drift of brightness and colour."""
     g0 = np.array([rng.uniform(0.85, 1.15)] * 3) * np.array([rng.uniform(0.95, 1.05) for _ in range(3)])
     g1 = g0 * rng.uniform(0.8, 1.25) * np.array([rng.uniform(0.93, 1.07) for _ in range(3)])
-    u = np.clip(times / max(frames - 1, 1), 0, 1)[:, None]
+    u = (np.arange(frames) / max(frames - 1, 1))[:, None]
     return torch.from_numpy(g0 + u * (g1 - g0)).float().view(-1, 3, 1, 1)
 
 
@@ -297,7 +297,7 @@ def render_layer(background: torch.Tensor, objects: Sequence[torch.Tensor], fram
     paths = [object_path(rng, out_hw, tuple(o.shape[-2:]), frames, cfg) for o in objects]
     moving = not np.allclose(cam.start, cam.end) or bool(objects)
     shutter = (-0.25, 0.0, 0.25) if moving and rng.random() < cfg.blur else (0.0,)
-    gains = _light(rng, np.arange(frames, dtype=float), frames) if rng.random() < cfg.light else None
+    gains = _light(rng, frames) if rng.random() < cfg.light else None
     return render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains)
 
 
@@ -350,7 +350,7 @@ class PhotoSynth:
                 return img
         raise ValueError("none of the photos can be decoded")
 
-    def _object(self, rng: random.Random, short_side: int) -> torch.Tensor | None:
+    def _object(self, rng: random.Random, short_side: int) -> torch.Tensor:
         lib = self.cutouts
         if lib is not None and len(lib) and rng.random() >= self.cfg.photo_objects:
             img = lib.get(rng.randrange(len(lib)), short_side)
@@ -367,5 +367,5 @@ class PhotoSynth:
         background = self._photo(rng, short)
         weights = self.cfg.objects
         n = rng.choices(range(len(weights)), weights=weights)[0]
-        objects = [o for o in (self._object(rng, short) for _ in range(n)) if o is not None]
+        objects = [self._object(rng, short) for _ in range(n)]
         return render_layer(background, objects, frames, (h, w), rng, self.cfg)

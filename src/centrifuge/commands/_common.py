@@ -38,6 +38,17 @@ def positive_number(text: str) -> float:
     return value
 
 
+def check_photo_folders(photos: list[str], cutouts: list[str]) -> None:
+    """One clear error for a photo or cut-out folder that is missing or holds no image files."""
+    from ..synth import list_images
+
+    for item in [*photos, *cutouts]:
+        if not Path(item).exists():
+            raise CentrifugeError(f"no such file or folder: {item}")
+        if not list_images(item):
+            raise CentrifugeError(f"no images (JPEG, PNG, WebP...) found in {item}")
+
+
 def video_paths(items: list[str]) -> list[Path]:
     """Expand files and folders (recursive) into a list of video files; a missing path is an error."""
     from ..train import video_files

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import list_presets, load_preset
 from ..errors import CentrifugeError
-from ._common import add_model_args, apply_model_args, positive_number, write_json
+from ._common import add_model_args, apply_model_args, check_photo_folders, positive_number, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -85,13 +85,7 @@ def settings_from_args(args: argparse.Namespace):
         raise CentrifugeError("nothing to measure: --no-inference without --train, --data or --photos")
     if args.data is not None and not Path(args.data).is_dir():
         raise CentrifugeError(f"no such folder: {args.data}")
-    if args.photos:
-        from .train import check_photo_folders
-
-        for item in [*args.photos, *(args.cutouts or [])]:
-            if not Path(item).exists():
-                raise CentrifugeError(f"no such file or folder: {item}")
-        check_photo_folders(args.photos, args.cutouts or [])
+    check_photo_folders(args.photos or [], args.cutouts or [])
     device = pick_device(args.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         raise CentrifugeError("--device cuda: no CUDA device is available")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CentrifugeError
-from ._common import int_at_least
+from ._common import check_photo_folders, int_at_least, positive_number
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int_at_least(1), default=8, help="number of clips (default 8)")
     p.add_argument("--frames", type=int_at_least(1), default=32, help="frames per clip (default 32)")
     p.add_argument("--size", type=int_at_least(1), default=128, help="clip height and width (default 128)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the written clips (default 25)")
+    p.add_argument("--fps", type=positive_number, default=25.0, help="frame rate of the written clips (default 25)")
     p.add_argument("--seed", type=int, default=0, help="clip i is a pure function of (seed, i)")
     p.add_argument("--overwrite", action="store_true", help="replace clips and contact sheet already in --out")
     p.set_defaults(func=run)
@@ -32,14 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write
     from ..synth import PhotoSynth
     from ..video import write_video
-    from .train import check_photo_folders
 
-    for item in [*args.photos, *(args.cutouts or [])]:
-        if not Path(item).exists():
-            raise CentrifugeError(f"no such file or folder: {item}")
     check_photo_folders(args.photos, args.cutouts or [])
-    if not args.fps > 0:
-        raise CentrifugeError(f"--fps {args.fps}: must be positive")
     out = Path(args.out)
     names = [f"synth_{i:03d}.mp4" for i in range(args.n)] + ["contact.png"]
     existing = [n for n in names if (out / n).exists()]

@@ -13,7 +13,7 @@ from ..checkpoint import CONFIG, WEIGHTS, recover_checkpoint, remove_checkpoint
 from ..config import TrainConfig, list_presets, load_preset, validate_train_config
 from ..errors import CentrifugeError
 from ..locks import hold_folder
-from ._common import add_device_args, add_model_args, apply_model_args
+from ._common import add_device_args, add_model_args, apply_model_args, check_photo_folders
 
 if TYPE_CHECKING:
     from ..model import ModelConfig
@@ -127,15 +127,6 @@ def configure(args: argparse.Namespace, base: tuple[ModelConfig, TrainConfig] | 
     return model_cfg, cfg
 
 
-def check_photo_folders(photos: list[str], cutouts: list[str]) -> None:
-    """One clear error for a photo or cut-out folder that holds no image files."""
-    from ..synth import list_images
-
-    for item in [*photos, *cutouts]:
-        if not list_images(item):
-            raise CentrifugeError(f"no images (JPEG, PNG, WebP...) found in {item}")
-
-
 def run_folder(args: argparse.Namespace) -> Path:
     return Path(args.out or f"runs/{Path(args.preset or DEFAULT_PRESET).stem}")
 
@@ -184,7 +175,7 @@ def _run(args: argparse.Namespace, out: Path, main_rank: bool) -> int:
         model_cfg, cfg = configure(args)
     if not cfg.data and not cfg.kinetics_csv and not cfg.file_list and not cfg.photos:
         raise CentrifugeError("no training data: give video folders/files, --kinetics-csv, --file-list or --photos")
-    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list, *cfg.photos, *cfg.cutouts]:
+    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list]:
         if item and not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
     check_photo_folders(cfg.photos, cfg.cutouts)
