@@ -6,7 +6,7 @@ import pytest
 
 from centrifuge.checkpoint import default_model_path, load_model, save_weights
 from centrifuge.cli import main
-from centrifuge.demo import BLEND_CLIPS, REAL_CLIP, asset, run_demo
+from centrifuge.demo import BLEND_CLIPS, REAL_CLIP, asset, fit_note, run_demo
 from centrifuge.model import ModelConfig, build_model
 
 
@@ -38,3 +38,22 @@ def test_demo_writes_outputs(tmp_path, capsys):
     # a second run into the same folder must be asked for
     assert main(["demo", "--out", str(out), "--model", str(weights), "--no-progress"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_demo_labels_figures_of_clips_the_model_trained_on(tmp_path, capsys):
+    cfg = ModelConfig(n_layers=2, width=0.125)
+    bare, listed = tmp_path / "bare.safetensors", tmp_path / "listed.safetensors"
+    save_weights(bare, build_model(cfg), cfg)
+    save_weights(listed, build_model(cfg), cfg, {"trained_on": [BLEND_CLIPS[0], "other.mp4"]})
+    assert main(["demo", "--out", str(tmp_path / "a"), "--model", str(bare), "--no-progress"]) == 0
+    assert "measure fit" not in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "b"), "--model", str(listed), "--no-progress"]) == 0
+    assert f"the model was trained on {BLEND_CLIPS[0]}: these figures measure fit" in capsys.readouterr().out
+    from centrifuge.app import blend_markdown  # the page's blend table carries the same warning
+
+    note = fit_note({"trained_on": list(BLEND_CLIPS)}, [asset(n) for n in BLEND_CLIPS])
+    assert note.startswith(f"(the model was trained on {BLEND_CLIPS[0]} and {BLEND_CLIPS[1]}:")
+    figures = {"identity_loss": 0.4, "model_loss": 0.3, "ratio": 0.75, "psnr_db": 18.0, "identity_psnr_db": 15.0,
+               "pairs": 1, "separate_loss": 0.3}
+    assert blend_markdown(figures, list(BLEND_CLIPS), "m", note).endswith(note)
+    assert fit_note({}, BLEND_CLIPS) == ""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .demo import BLEND_CLIPS, FRAMES, SIZE, asset
+from .demo import BLEND_CLIPS, FRAMES, SIZE, asset, fit_note
 from .errors import CentrifugeError
 from .jobs import Jobs, Limits, Stopped, blend_job, separate_job
 
@@ -79,8 +79,9 @@ def figures_markdown(meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def blend_markdown(figures: dict[str, Any], names: list[str], model: str) -> str:
-    """The demo's identity-vs-model table, with the PSNR gain spelled out."""
+def blend_markdown(figures: dict[str, Any], names: list[str], model: str, note: str = "") -> str:
+    """The demo's identity-vs-model table, with the PSNR gain spelled out (and ``note``, see
+    :func:`centrifuge.demo.fit_note`)."""
     from .evaluate import format_table
 
     table = format_table(figures, f"Blend of {names[0]} and {names[1]} ({FRAMES} frames, {SIZE}x{SIZE}), "
@@ -88,7 +89,8 @@ def blend_markdown(figures: dict[str, Any], names: list[str], model: str) -> str
     gain = figures["psnr_db"] - figures["identity_psnr_db"]
     return (f"{table}\n\nThrough `centrifuge separate`'s path (windows, stitching, the 2 most dissimilar layers): "
             f"PIT loss {figures['separate_loss']:.4f}.\n\nThe model's layers match the true clips at "
-            f"{figures['psnr_db']:.2f} dB PSNR, {gain:+.2f} dB against using the blend itself as both layers.")
+            f"{figures['psnr_db']:.2f} dB PSNR, {gain:+.2f} dB against using the blend itself as both layers."
+            + (f"\n\n{note}" if note else ""))
 
 
 def _eta(started: float, done: int, total: int) -> str:
@@ -238,7 +240,7 @@ def build_page(jobs: Jobs, limits: Limits, model: str | None = None, device: str
             except Exception as e:  # the page must survive any job
                 return {blend_table: _failure(e, [upload_a, upload_b]), blend_preview: None, truth: None,
                         blend_state: None}
-            table = blend_markdown(fig, [Path(p).name for p in paths], Path(info["path"]).name)
+            table = blend_markdown(fig, [Path(p).name for p in paths], Path(info["path"]).name, fit_note(info, paths))
             return {blend_table: table, blend_preview: str(files["preview.mp4"]), truth: str(files["truth"]),
                     blend_state: str(folder)}
 

@@ -66,6 +66,16 @@ def blend_and_separate(paths: Sequence[str | Path], net: torch.nn.Module, out_di
     return figures, {**res.files, "truth": truth}
 
 
+def fit_note(info: dict[str, Any], clips: Sequence[str | Path]) -> str:
+    """A warning for figures of blends whose clips the model trained on (by file name, from the weights'
+    ``trained_on``): they measure fit, not separation of new content. Empty when none was trained on."""
+    seen = sorted(set(info.get("trained_on", ())) & {Path(c).name for c in clips})
+    if not seen:
+        return ""
+    return (f"(the model was trained on {' and '.join(seen)}: these figures measure fit, not separation of new "
+            "content; see the README's model card for unseen pairs)")
+
+
 def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = False,
              progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the figures and the files written."""
@@ -83,6 +93,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = Fa
     real = separate(asset(REAL_CLIP), model=net, out_dir=out / "real", layers="best2", overwrite=overwrite,
                     progress=progress)
     return {"figures": figures, "model": info["path"], "seconds": time.perf_counter() - t0,
+            "fit_note": fit_note(info, BLEND_CLIPS),
             "blend_files": {k: str(v) for k, v in blend_files.items()},
             "real_files": {k: str(v) for k, v in real.files.items()}}
 
@@ -92,6 +103,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(format_table(fig, f"Blend of {BLEND_CLIPS[0]} and {BLEND_CLIPS[1]} ({FRAMES} frames, {SIZE}x{SIZE}), "
                             f"model {Path(report['model']).name}:"))
     print(f"| separate (windows, 2 most dissimilar layers) | PIT loss {fig['separate_loss']:.4f} |")
+    if report["fit_note"]:
+        print(report["fit_note"])
     for title, files in (("Blend", report["blend_files"]), (f"Real video {REAL_CLIP}", report["real_files"])):
         print(f"\n{title}:")
         for path in sorted(files.values()):
