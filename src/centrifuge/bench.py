@@ -218,9 +218,11 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     from .config import TrainConfig
     from .losses import compiled_pit_loss, pit_loss
     from .train import autocast_dtype, make_optimizer
-    from .training_step import autocast, compile_for_training
+    from .training_step import autocast, compile_for_training, keep_freed_memory
 
     device = torch.device(s.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as centrifuge train does
     batch = s.train_batch or s.batch
     torch.manual_seed(0)
     model = build_model(s.model).to(device).train()

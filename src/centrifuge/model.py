@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .thin_layers import batch_norm_relu, pointwise_conv
+
 __all__ = [
     "VALID_ENDPOINTS",
     "SKIP_ENDPOINTS",
@@ -180,6 +182,8 @@ class Unit3D(nn.Module):
             x = F.conv3d(x, w, b, self.stride, tuple(lo for lo, _ in pads))
         else:
             x = F.conv3d(F.pad(x, _flat_pad(pads)), w, b, self.stride)
+        if self.bn is not None and self.activation:
+            return batch_norm_relu(self.bn, x)
         if self.bn is not None:
             x = self.bn(x)
         if self.activation:
@@ -357,7 +361,7 @@ class _UpUnit3D(nn.Module):
         self.bn = nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv3d(x)), inplace=True)
+        return batch_norm_relu(self.bn, self.conv3d(x))
 
 
 class _DecoderStage(nn.Module):
@@ -414,12 +418,13 @@ class UNetDecoder(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, endpoints: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        """``endpoints``: the encoder's output; ``x``: its input. Returns ``[B, out_channels, T, H, W]``."""
+    def forward(self, endpoints: Mapping[str, Tensor], x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """``endpoints``: the encoder's output; ``x``: its input. Returns ``[B, out_channels, T, H, W]``, with
+        ``residual`` (``[B, r, T, H, W]``) added to each group of ``r`` output channels when given."""
         y = endpoints[self.final_endpoint]
         for name, stage in self.stages.items():
             y = stage(y, x if name == "input" else endpoints[name])
-        return self.head(y)
+        return pointwise_conv(self.head, y, residual)
 
 
 class Predictor(nn.Module):
@@ -461,11 +466,13 @@ class Predictor(nn.Module):
         if any(lo or hi for lo, hi in pads):
             # Replicate rather than zeros: a constant border would look like an extra layer edge.
             x = F.pad(x, _flat_pad(pads), mode="replicate")
-        y = self.decoder(self.encoder(x), x)
+        padded = any(lo or hi for lo, hi in pads)
+        # Unpadded, the decoder's head adds the residual itself (one pass over the layers instead of two).
+        y = self.decoder(self.encoder(x), x, x if self.residual and not padded else None)
         (t0, _), (h0, _), (w0, _) = pads
         y = y[:, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
         y = y.unflatten(1, (self.n_layers, 3))  # a view, also for channels_last_3d
-        if self.residual:
+        if self.residual and padded:
             y = y + x[:, None, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
         return y
 

@@ -55,7 +55,13 @@ from .locks import hold_folder
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .perf import count_flops, measure_peak_flops
-from .training_step import autocast, compile_for_training, optimizer_options, training_memory_format
+from .training_step import (
+    autocast,
+    compile_for_training,
+    keep_freed_memory,
+    optimizer_options,
+    training_memory_format,
+)
 
 if TYPE_CHECKING:
     from .synth import PhotoSynth
@@ -155,6 +161,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
         return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def check_cpu_bf16_training(amp: torch.dtype | None, device: torch.device) -> None:
+    """Refuse bf16 training on a CPU without AMX: there oneDNN's bf16 convolution weight gradients are wrong
+    whenever a 3x3x3 kernel spans more frames than the clip has left (2 frames at Mixed_5c of a 16-frame
+    clip: off by more than the gradient itself on an AVX512-BF16 Xeon; docs/performance.md), and bf16 is
+    slower than fp32 there anyway."""
+    from .inference import cpu_has_fast_bf16
+
+    if device.type == "cpu" and amp == torch.bfloat16 and not cpu_has_fast_bf16():
+        raise ValueError("--precision bf16 trains only on CPUs with AMX: on this one oneDNN's bf16 weight "
+                         "gradients are wrong for short clips, and bf16 is slower than fp32; use fp32 or auto")
 
 
 def split_batch(batch_size: int, world_size: int, micro_batch: int | None) -> tuple[int, int, int]:
@@ -456,6 +474,8 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
             log.info("starting from the weights of %s", cfg.init)
 
     device = pick_device(cfg.device, dist)
+    if device.type == "cpu":
+        keep_freed_memory()
     _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(model_cfg).to(device)
@@ -485,6 +505,7 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
     # Nothing in the model draws random numbers today; anything that does (dropout) should differ per rank.
     torch.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
     amp = autocast_dtype(cfg.precision, device)
+    check_cpu_bf16_training(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if scaler.is_enabled() and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume

@@ -13,10 +13,17 @@ update, with floating-point results that differ in rounding only (``tests/test_t
   distorted by it, and falls back to the eager model (one warning) where compiling is not possible.
 * **Fused optimizer steps** (:func:`optimizer_options`): one kernel over all parameters instead of a loop
   over ~200 tensors with several element-wise passes each.
+* **Thin layers** (``centrifuge.thin_layers``): the decoder's full-resolution BatchNorm and head run in a
+  layout that suits them.
+* **The allocator** (:func:`keep_freed_memory`): a CPU step allocates and frees the same large tensors every
+  time; glibc hands blocks over 32 MB (and, by default, freed heap tops) back to the kernel, which then
+  zeroes every page again on the next step's first touch.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +39,25 @@ PitLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 def training_memory_format(device: torch.device) -> torch.memory_format:
     """The layout of the model and its input in training: channels-last on CPUs and GPUs alike."""
     return torch.channels_last_3d
+
+
+# mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Make this process's C allocator (glibc) keep freed memory for reuse instead of returning it to the
+    kernel: no block is mmap-ed on its own and the heap is never trimmed. Training allocates the same
+    tensors every step, so its peak memory is what it holds anyway; the pages stop being faulted in and
+    zeroed again each step (docs/performance.md). Returns whether it took effect (False where the C library
+    has no ``mallopt``). Once per process; only for training, whose working set is steady.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):  # no mallopt: not glibc
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def optimizer_options(device: torch.device) -> dict[str, bool]:
