@@ -63,6 +63,13 @@ def _browser_paths() -> tuple[str, str]:
     return browser, driver
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A test runner started in the background without job control (``cmd &`` in a script) passes on an
+    # ignored SIGINT, and a process that starts with SIGINT ignored keeps ignoring it. These tests press
+    # Ctrl-C on a server that runs in a terminal's foreground, where SIGINT is never ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """``centrifuge app`` in a subprocess, with its temporary files under ``tmp``."""
 
@@ -78,7 +85,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "centrifuge", "app", "--port", str(port), "--model", str(model), "--device", "cpu",
              "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-seconds", "20"],
-            cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_sigint_as_in_a_terminal)
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
