@@ -5,10 +5,10 @@ update, with floating-point results that differ in rounding only (``tests/test_t
 
 * **Channels-last** (``channels_last_3d``) on CPUs and GPUs: oneDNN's and cuDNN's fast convolutions work on
   channels-last data; in the default layout every convolution reorders its input and output.
-* **The compiled model** (``--compile``; the cpu-small preset's default): ``torch.compile`` with Inductor
-  fuses each BatchNorm-ReLU pair, the residual add and the concatenations into the convolutions' neighbours,
-  forward and backward. Eager, these memory-bound passes take most of a small model's step
-  (docs/performance.md). Compiling costs tens of seconds once per run; :func:`compile_for_training` pays it
+* **The compiled model** (``--compile``, off by default): ``torch.compile`` with Inductor fuses each
+  BatchNorm-ReLU pair and the concatenations into the convolutions' neighbours, forward and backward. With
+  the thin layers below it adds about 3% to a cpu-small step (docs/performance.md). Compiling costs seconds
+  with a warm cache and minutes cold, once per run; :func:`compile_for_training` pays it
   at start-up, on a batch of the training's shape, so the first step's time and the logged rates are not
   distorted by it, and falls back to the eager model (one warning) where compiling is not possible.
 * **Fused optimizer steps** (:func:`optimizer_options`): one kernel over all parameters instead of a loop
