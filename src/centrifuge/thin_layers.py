@@ -7,8 +7,9 @@ over channels (4 of 16 lanes busy), and a 1x1x1 convolution's channels-last outp
 over the ``[B, n, 3, T, H, W]`` layers (the residual add, the loss, their backward) a strided one. On a
 2-core CPU they took about half of a ``cpu-small`` training step (docs/performance.md). The two functions
 here compute the same thing in a layout that suits it; they differ from the stock operators in rounding
-only (``tests/test_thin_layers.py``), and leave everything else (inference, the compiled model, GPUs, other
-dtypes) to the stock operators.
+only (``tests/test_thin_layers.py``). Both run only while autograd records (training); inference keeps the
+stock operators. The BatchNorm path is for CPUs, fp32/fp64 and eager mode (Inductor fuses BatchNorm
+itself); the head's path runs wherever the features are channels-last and autocast is off.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 __all__ = ["batch_norm_relu", "pointwise_conv"]
 
-#: Row length of the ``[M, 64]`` views below: 16 vectors of 4 fp32 lanes, long enough for PyTorch's
+#: Row length of the ``[M, 64]`` views below: four 16-lane fp32 vectors, long enough for PyTorch's
 #: element-wise loops (which run along a row) and a multiple of every thin channel count.
 _LANES = 64
 
