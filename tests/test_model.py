@@ -107,6 +107,23 @@ def test_pad_input_variant_shape() -> None:
         assert model(torch.rand(2, 3, 5, 33, 47)).shape == (2, 2, 3, 5, 33, 47)
 
 
+@pytest.mark.parametrize("pad_input", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_residual_layers_are_the_input_plus_the_decoder(pad_input: bool, training: bool) -> None:
+    """With the head's output zeroed every layer is the input itself: padded or not, in inference and in
+    training's channels-last layout (where the head adds the residual in its matrix product)."""
+    torch.manual_seed(0)
+    model = Predictor(2, 3, W, "Mixed_4f", pad_input=pad_input, residual=True).train(training)
+    torch.nn.init.zeros_(model.decoder.head.weight)
+    x = torch.rand(2, 3, 5, 33, 47) * 2 - 1
+    if training:
+        model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.set_grad_enabled(training):
+        y = model(x)
+    torch.testing.assert_close(y, x[:, None].expand_as(y), rtol=0, atol=1e-6)
+
+
 def test_wrong_input_channels_raises() -> None:
     with pytest.raises(ValueError, match="expected"):
         _predictor(2, "Mixed_3c")(torch.rand(1, 6, 4, 16, 16))

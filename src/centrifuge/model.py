@@ -466,15 +466,12 @@ class Predictor(nn.Module):
         if any(lo or hi for lo, hi in pads):
             # Replicate rather than zeros: a constant border would look like an extra layer edge.
             x = F.pad(x, _flat_pad(pads), mode="replicate")
-        padded = any(lo or hi for lo, hi in pads)
-        # Unpadded, the decoder's head adds the residual itself (one pass over the layers instead of two).
-        y = self.decoder(self.encoder(x), x, x if self.residual and not padded else None)
+        # The decoder's head adds the residual itself, in the same pass over the layers. A padded input is
+        # cropped with the output below, which leaves the original input there.
+        y = self.decoder(self.encoder(x), x, x if self.residual else None)
         (t0, _), (h0, _), (w0, _) = pads
         y = y[:, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
-        y = y.unflatten(1, (self.n_layers, 3))  # a view, also for channels_last_3d
-        if self.residual and padded:
-            y = y + x[:, None, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
-        return y
+        return y.unflatten(1, (self.n_layers, 3))  # a view, also for channels_last_3d
 
 
 class PredictorCorrector(nn.Module):

@@ -474,6 +474,8 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
             log.info("starting from the weights of %s", cfg.init)
 
     device = pick_device(cfg.device, dist)
+    amp = autocast_dtype(cfg.precision, device)
+    check_cpu_bf16_training(amp, device)  # before any model is built
     if device.type == "cpu":
         keep_freed_memory()
     _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
@@ -504,8 +506,6 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
             log.info("resuming %s at step %d", out, start_step)
     # Nothing in the model draws random numbers today; anything that does (dropout) should differ per rank.
     torch.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
-    amp = autocast_dtype(cfg.precision, device)
-    check_cpu_bf16_training(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if scaler.is_enabled() and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
