@@ -149,8 +149,12 @@ def pointwise_conv(conv: nn.Conv3d, x: Tensor, residual: Tensor | None = None) -
         inputs.append(residual.to(x.dtype))
     if conv.bias is not None:
         weights.append(conv.bias.view(-1, 1))
-        inputs.append(x.new_ones(b, 1, t, h, w))
-    # Concatenating channels-last tensors on channels gives channels-last: ``rows`` is a view of it.
+        # Channels-last strides even for one channel: torch.cat gives channels-last only if every input has
+        # them, and new_ones' standard strides would cost a copy of the whole concatenation below.
+        ones = torch.empty(b, 1, t, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+        inputs.append(ones.fill_(1))
+    # Concatenating channels-last tensors on channels gives channels-last: ``rows`` is a view of it (the
+    # ``contiguous`` only copies a residual in another layout).
     stacked = torch.cat(inputs, dim=1).contiguous(memory_format=torch.channels_last_3d)
     rows = stacked.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, -1)
     matrix = torch.cat(weights, dim=1)
