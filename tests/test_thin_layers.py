@@ -33,7 +33,7 @@ def _assert_same_gradients(module: torch.nn.Module, ref: torch.nn.Module, x: tor
         torch.testing.assert_close(p.grad, q.grad, rtol=rtol, atol=1e-12)
 
 
-@pytest.mark.parametrize("c", [2, 4])  # one channel: both layouts are the same
+@pytest.mark.parametrize("c", [2, 4, 8])  # one channel: both layouts are the same
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batch_norm_relu_matches_batchnorm_then_relu(c: int, momentum: float | None) -> None:
     bn = _bn(c, momentum)
@@ -60,8 +60,8 @@ def test_batch_norm_relu_leaves_other_cases_to_batchnorm() -> None:
     assert "BatchNormReLU" in path(_bn(4), x.to(memory_format=CL))
     assert "BatchNormReLU" not in path(_bn(4), x)  # the standard layout: PyTorch's kernel is fast there
     assert "BatchNormReLU" not in path(_bn(4).eval(), x.to(memory_format=CL))  # running statistics
-    wide = torch.randn(2, 8, 4, 8, 8, dtype=torch.float64, requires_grad=True).to(memory_format=CL)
-    assert "BatchNormReLU" not in path(_bn(8), wide)
+    wide = torch.randn(2, 16, 4, 8, 8, dtype=torch.float64, requires_grad=True).to(memory_format=CL)
+    assert "BatchNormReLU" not in path(_bn(16), wide)
     with torch.no_grad():
         assert batch_norm_relu(_bn(4), x.to(memory_format=CL)).grad_fn is None
 
