@@ -186,3 +186,45 @@ def test_photo_clips_are_deterministic_inside_blends(photos):
     first = a[1]["layers"]
     random.seed(2)
     assert torch.equal(first, b[1]["layers"])
+
+
+def test_far_plane_moves_by_its_fraction_of_the_camera_travel():
+    img = torch.from_numpy(_noise_image(8, 200, 200).copy()).permute(2, 0, 1).float() / 255
+    start, end = np.array([80.0, 100.0, 1.0, 0.0, 0.0, 0.0]), np.array([92.0, 100.0, 1.0, 0.0, 0.0, 0.0])
+    cam = Path2D(start, end, False, np.zeros((6, 3)))
+    far_cam = Path2D(start, start + 0.25 * (end - start), False, np.zeros((6, 3)))
+    top = torch.zeros(1, 200, 200)
+    top[:, :100] = 1.0  # near plane: the top half of the photo
+    clip = render(img, cam, [], 5, (40, 48), far=(far_cam, top)).astype(np.float64)
+    near_only = render(img, cam, [], 5, (40, 48)).astype(np.float64)
+    far_only = render(img, far_cam, [], 5, (40, 48)).astype(np.float64)
+    # output rows 0-19 show source rows 80-99 (near), rows 21-39 source rows 101-119 (far)
+    assert np.abs(clip[:, :19] - near_only[:, :19]).max() < 1
+    assert np.abs(clip[:, 21:] - far_only[:, 21:]).max() < 1
+    assert np.abs(near_only[4, 21:] - far_only[4, 21:]).mean() > 10  # the two planes did part
+
+
+def test_flow_field_of_zero_amplitude_is_the_identity_and_otherwise_bounded():
+    from centrifuge.synth import SynthConfig, flow_field
+
+    img = torch.from_numpy(_noise_image(9, 40, 48).copy()).permute(2, 0, 1).float()[None].expand(6, -1, -1, -1)
+    still = flow_field(random.Random(0), 6, (40, 48), SynthConfig(flow_amplitude=(0.0, 0.0)))
+    same = torch.nn.functional.grid_sample(img, still, mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)
+    assert torch.allclose(same, img, atol=1e-3)
+    grid = flow_field(random.Random(0), 6, (40, 48), SynthConfig(flow_amplitude=(0.05, 0.05)))
+    shift_px = (grid - still).abs() * torch.tensor([48 / 2, 40 / 2])
+    assert 0.2 < shift_px.max() <= 0.05 * 48 * 2 + 1e-4  # two fields of at most 1, amplitude 2.4 px
+    assert (grid[1:] - grid[:-1]).abs().max() > 0  # it sways over time
+
+
+def test_synth_motion_off_leaves_todays_clips_and_on_changes_them(photos, cutouts):
+    from centrifuge.synth import SynthConfig
+
+    today = PhotoSynth([photos], [cutouts], seed=0).clip(2, 8, 32)
+    off = PhotoSynth([photos], [cutouts], seed=0, cfg=SynthConfig(flow=0.0, parallax=0.0)).clip(2, 8, 32)
+    on = [PhotoSynth([photos], [cutouts], seed=0, cfg=SynthConfig(flow=1.0, parallax=1.0)).clip(i, 8, 32)
+          for i in range(2, 6)]
+    assert np.array_equal(today, off)
+    assert any(not np.array_equal(c, PhotoSynth([photos], [cutouts], seed=0).clip(i, 8, 32))
+               for i, c in zip(range(2, 6), on, strict=True))

@@ -37,6 +37,7 @@ class TrainConfig:
     photos: list[str] = field(default_factory=list)
     cutouts: list[str] = field(default_factory=list)
     photo_fraction: float = 0.5  # probability that a layer is rendered from photos (1 without videos)
+    synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     frames: int = 32
     size: int = 112
     resize_factor: float = 1.15
@@ -162,14 +163,16 @@ def validate_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < low:
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
-    for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction"):
+    for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction",
+                 "synth_motion"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
     if not 0 < cfg.alpha < 1:
         raise ValueError(f"--alpha {cfg.alpha} (train.alpha, Eq. 1) must lie strictly between 0 and 1")
-    if not 0.0 <= cfg.photo_fraction <= 1.0:
-        raise ValueError(f"--photo-fraction {cfg.photo_fraction}: must be in [0, 1] (train.photo_fraction)")
+    for name in ("photo_fraction", "synth_motion"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{_flag(name)} {getattr(cfg, name)}: must be in [0, 1] (train.{name})")
     if cfg.alpha_range is not None and not 0 <= cfg.alpha_range[0] <= cfg.alpha_range[1] <= 1:
         raise ValueError(f"--alpha-range {cfg.alpha_range} (train.alpha_range) must satisfy 0 <= A <= B <= 1")
     if cfg.lr < 0 or cfg.weight_decay < 0 or not 0 <= cfg.momentum < 1:

@@ -12,7 +12,10 @@ One clip (``uint8 [T, H, W, 3]``, any T x H x W) is a pure function of ``(seed, 
 * **objects**: cut-outs with alpha (RGBA images), or soft-edged crops of other photos when no cut-outs are
   given, each on its own path (entering, crossing or leaving the frame, scaled and rotated over time),
   composited in order so that they occlude one another;
-* **light**: sometimes a slow drift of brightness and colour.
+* **light**: sometimes a slow drift of brightness and colour;
+* **non-rigid motion and parallax** (off unless ``flow`` / ``parallax`` are set): a smooth random flow
+  field that sways over the clip (water, foliage, cloth), and a photo split into a near and a far plane
+  along a soft random boundary, the far one travelling a fraction of the camera's path.
 
 Every trajectory is a function of continuous time, so motion blur is just rendering at fractional times.
 All warps are one ``grid_sample`` over the frames of a clip.
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "SynthConfig", "PhotoLibrary", "PhotoSynth", "Path2D", "list_images", "camera_path",
-           "object_path", "render", "render_layer", "soft_crop"]
+           "object_path", "render", "render_layer", "soft_crop", "flow_field"]
 
 log = logging.getLogger("centrifuge")
 
@@ -59,6 +62,9 @@ class SynthConfig:
     object_size: tuple[float, float] = (0.2, 0.6)  # object's longest side, as a fraction of the frame's
     photo_objects: float = 0.25  # probability that an object is a soft-edged photo crop when cut-outs exist
     light: float = 0.3  # probability of a brightness/colour drift
+    flow: float = 0.0  # probability of non-rigid motion: a smooth flow field that sways over the clip
+    flow_amplitude: tuple[float, float] = (0.005, 0.03)  # its largest displacement, in frame widths
+    parallax: float = 0.0  # probability that the photo is split into a near and a far plane (moving cameras)
     oversample: float = 2.0  # photos are kept at shortest side oversample * max(H, W): warps stay sharp
 
 
@@ -289,6 +295,44 @@ def _light(rng: random.Random, frames: int) -> torch.Tensor:
     return torch.from_numpy(g0 + u * (g1 - g0)).float().view(-1, 3, 1, 1)
 
 
+def _smooth_field(rng: random.Random, channels: int, out_hw: tuple[int, int], cells: int) -> torch.Tensor:
+    """A smooth random field ``[channels, H, W]`` in about [-1, 1]: ``cells`` x ``cells`` noise, bicubic."""
+    g = torch.Generator().manual_seed(rng.randrange(2**62))
+    noise = torch.randn(1, channels, cells, cells, generator=g)
+    return F.interpolate(noise, size=out_hw, mode="bicubic", align_corners=False)[0].clamp(-2.5, 2.5) / 2.5
+
+
+def flow_field(rng: random.Random, frames: int, out_hw: tuple[int, int], cfg: SynthConfig) -> torch.Tensor:
+    """Non-rigid motion: a sampling grid ``[frames, H, W, 2]`` (normalised, for ``grid_sample``) that displaces
+    each pixel by a smooth field swaying between two random shapes, with a random period."""
+    h, w = out_hw
+    amp = rng.uniform(*cfg.flow_amplitude) * w
+    a, b = (_smooth_field(rng, 2, out_hw, rng.choice([3, 4, 6])) for _ in range(2))
+    freq, phase = rng.uniform(0.01, 0.12), rng.uniform(0, 2 * np.pi)
+    t = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1, 1) * (2 * np.pi * freq) + phase
+    disp = amp * (a * torch.cos(t) + b * torch.sin(t))  # [T, 2, H, W] in pixels
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    gx = (xs + disp[:, 0]) * (2 / w) - 1
+    gy = (ys + disp[:, 1]) * (2 / h) - 1
+    return torch.stack([gx, gy], -1)
+
+
+def _far_camera(camera: Path2D, rng: random.Random) -> Path2D:
+    """The camera of a far plane: the same start, a fraction of the travel, the same shake."""
+    f = rng.uniform(0.1, 0.6)
+    return Path2D(camera.start, camera.start + f * (camera.end - camera.start), camera.ease, camera.jitter * f)
+
+
+def _depth_mask(rng: random.Random, src_hw: tuple[int, int]) -> torch.Tensor:
+    """A soft random near-plane mask ``[1, h, w]`` over the photo (1: near): a smooth field's level set."""
+    h, w = src_hw
+    field = _smooth_field(rng, 1, (max(h // 8, 4), max(w // 8, 4)), rng.choice([2, 3, 4]))
+    ramp = torch.linspace(-1, 1, field.shape[-2]).view(1, -1, 1) * rng.uniform(-1, 1)  # often a horizon
+    level = field + ramp + rng.uniform(-0.3, 0.3)
+    mask = (level / rng.uniform(0.01, 0.06)).sigmoid()
+    return F.interpolate(mask[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
 def render_layer(background: torch.Tensor, objects: Sequence[torch.Tensor], frames: int, out_hw: tuple[int, int],
                  rng: random.Random, cfg: SynthConfig = SynthConfig()) -> np.ndarray:
     """One synthetic clip ``uint8 [frames, H, W, 3]``: a random camera over ``background`` (``[3, h, w]`` in
@@ -298,22 +342,39 @@ def render_layer(background: torch.Tensor, objects: Sequence[torch.Tensor], fram
     moving = not np.allclose(cam.start, cam.end) or bool(objects)
     shutter = (-0.25, 0.0, 0.25) if moving and rng.random() < cfg.blur else (0.0,)
     gains = _light(rng, frames) if rng.random() < cfg.light else None
-    return render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains)
+    # drawn after every draw above, so that clips with both probabilities at 0 are today's clips
+    far = None
+    if cfg.parallax and not np.allclose(cam.start, cam.end) and rng.random() < cfg.parallax:
+        far = (_far_camera(cam, rng), _depth_mask(rng, tuple(background.shape[-2:])))
+    flow = flow_field(rng, frames, out_hw, cfg) if cfg.flow and rng.random() < cfg.flow else None
+    return render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains,
+                  far=far, flow=flow)
 
 
 def render(background: torch.Tensor, camera: Path2D, objects: Sequence[tuple[torch.Tensor, Path2D]], frames: int,
-           out_hw: tuple[int, int], shutter: Sequence[float] = (0.0,), gains: torch.Tensor | None = None
-           ) -> np.ndarray:
+           out_hw: tuple[int, int], shutter: Sequence[float] = (0.0,), gains: torch.Tensor | None = None,
+           far: tuple[Path2D, torch.Tensor] | None = None, flow: torch.Tensor | None = None) -> np.ndarray:
     """Render given paths: the camera's poses (:func:`camera_path`) over ``background``, each object
     (``[4, h, w]``) on its path (:func:`object_path`), motion blur as the mean over the ``shutter`` offsets (in
-    frames), then ``gains`` (``[frames, 3, 1, 1]``). Returns ``uint8 [frames, H, W, 3]``."""
+    frames), then ``gains`` (``[frames, 3, 1, 1]``). ``far``: a far plane's camera and the near plane's mask
+    over the photo (``[1, h, w]``); ``flow``: a non-rigid warp of every frame (:func:`flow_field`).
+    Returns ``uint8 [frames, H, W, 3]``."""
     times = (np.arange(frames, dtype=float)[:, None] + np.array(shutter)[None]).reshape(-1)
-    x = _sample(background, _homographies(camera.at(times, frames), out_hw), out_hw, "reflection")
+    near = _homographies(camera.at(times, frames), out_hw)
+    if far is None:
+        x = _sample(background, near, out_hw, "reflection")
+    else:
+        both = _sample(torch.cat([background, far[1]]), near, out_hw, "reflection")
+        behind = _sample(background, _homographies(far[0].at(times, frames), out_hw), out_hw, "reflection")
+        a = both[:, 3:]
+        x = both[:, :3] * a + behind * (1 - a)
     for obj, path in objects:
         o = _sample(obj, _object_mats(path.at(times, frames), obj.shape[-2:]), out_hw, "zeros")
         a = o[:, 3:]
         x = x * (1 - a) + o[:, :3] * a
     x = x.view(frames, len(shutter), 3, *out_hw).mean(1)
+    if flow is not None:
+        x = F.grid_sample(x, flow, mode="bilinear", padding_mode="reflection", align_corners=False)
     if gains is not None:
         x = x * gains
     return x.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -246,9 +246,10 @@ def photo_synth(cfg: TrainConfig) -> PhotoSynth | None:
     """The renderer of training clips from ``cfg.photos`` (and ``cfg.cutouts``); None without photos."""
     if not cfg.photos:
         return None
-    from .synth import PhotoSynth
+    from .synth import PhotoSynth, SynthConfig
 
-    return PhotoSynth(cfg.photos, cfg.cutouts, seed=cfg.seed)
+    synth = SynthConfig(flow=cfg.synth_motion, parallax=cfg.synth_motion)
+    return PhotoSynth(cfg.photos, cfg.cutouts, seed=cfg.seed, cfg=synth)
 
 
 def video_files(items: list[str]) -> list[Path]:
