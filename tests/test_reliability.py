@@ -54,6 +54,7 @@ def corpus(tmp_path_factory) -> Path:
     write_video(root / "pixel.mp4", np.random.default_rng(0).integers(0, 256, (6, 1, 1, 3), dtype=np.uint8), 25)
     _model(root / "tiny.safetensors")
     _model(root / "nan.safetensors", nan=True)
+    _model(root / "one.safetensors", ModelConfig(n_layers=1, width=0.125, final_endpoint="Mixed_3c"))
     presets = {"list": [1, 2], "null": {"model": None, "train": None}, "eight": {"train": {"batch_size": "eight"}},
                "two": {"model": {"n_layers": "two"}}, "typo": {"train": {"batch": 2}}, "bool": {"train": {"lr": True}}}
     for name, content in presets.items():
@@ -106,6 +107,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         (f"{train} --momentum 1", "--momentum"),
         (f"{train} --layers 0", "n_layers"),
         (f"{train} --init {{c}}/nan.safetensors", "non-finite weights"),
+        (f"{train} --init {{c}}/one.safetensors", "this model has 1 output layer, but training separates blends "
+                                                 "of 2 videos into one layer each; start from a model with at least 2"),
+        (f"{train} --layers 1", "the model needs at least 2 output layers"),
         # evaluate
         (f"{ev} {m} --frames 0", "--frames"),
         (f"{ev} {m} --frames -1", "--frames"),
