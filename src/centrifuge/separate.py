@@ -75,7 +75,7 @@ from .locks import hold_folder
 from .losses import pairwise_loss, pit_from_matrix, reconstruction_loss
 from .memory import check_fits, largest_activation
 from .train import pick_device
-from .video import VideoWriter, iter_frames, probe
+from .video import VideoWriter, check_video, iter_frames
 
 __all__ = ["SeparationResult", "WindowStitcher", "match_slots", "separate", "DEFAULT_WINDOW"]
 
@@ -729,7 +729,7 @@ def separate(
     else:
         array = None
         input_path = Path(path_or_frames)
-        info = probe(input_path)
+        info = check_video(input_path)
         total_est, height, width = info.num_frames, info.height, info.width
         rate = float(fps or info.fps)
         input_meta = {"path": str(input_path), "frames_in_header": info.num_frames, "width": width,

@@ -442,6 +442,21 @@ class _Run:
     state: dict[str, Any]  # the saved state resumed from ({} for a new run)
 
 
+def check_layers_for_blends(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Refuse (one line) a model with fewer output layers than the videos in each training blend: the loss
+    matches each video to its own layer, so training could only fail at its first step."""
+    n, k = model_cfg.n_layers, cfg.videos_per_blend
+    if n >= k:
+        return
+    layers = f"{n} output layer{'s' * (n != 1)}"
+    if cfg.init:
+        raise CentrifugeError(f"--init {cfg.init}: this model has {layers}, but training separates blends of {k} "
+                              f"videos into one layer each; start from a model with at least {k} output layers "
+                              f"(or drop --init and pass --layers {k})")
+    raise CentrifugeError(f"--layers {n}: training separates blends of {k} videos into one layer each, so the "
+                          f"model needs at least {k} output layers")
+
+
 def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool) -> _Run:
     """Configs (a resumed run's own), the model on its device, optimizer, weight average, loss scaler, DDP."""
     out = Path(cfg.out)
@@ -465,14 +480,15 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
         start_step = int(state["step"])
     else:
         model_cfg, cfg = _on_rank0(dist, lambda: (model_cfg, cfg))
-    init_weights = None
+    init_weights, init_path = None, None
     if ckpt is None and cfg.init:
         # Fine-tuning: the architecture comes with the weights. Rank 0 reads them; DDP hands them to the others.
         init_path = None if cfg.init == "default" else cfg.init
         model_cfg = _on_rank0(dist, lambda: read_model_info(init_path)[0])
-        if dist.is_main:
-            init_weights = load_model(init_path)[0].state_dict()
-            log.info("starting from the weights of %s", cfg.init)
+    check_layers_for_blends(model_cfg, cfg)
+    if ckpt is None and cfg.init and dist.is_main:
+        init_weights = load_model(init_path)[0].state_dict()
+        log.info("starting from the weights of %s", cfg.init)
 
     device = pick_device(cfg.device, dist)
     amp = autocast_dtype(cfg.precision, device)

@@ -46,7 +46,7 @@ from ..data import list_videos, load_kinetics, split_videos, to_model, write_fil
 from ..errors import CentrifugeError
 from ..evaluate import evaluate_clips
 from ..model import ModelConfig, Predictor, PredictorCorrector, build_model
-from ..video import VideoError, read_video
+from ..video import VideoError, check_video, read_video
 
 log = logging.getLogger("centrifuge")
 
@@ -226,10 +226,12 @@ class ClipSet:
 
 
 def load_clip_set(videos: Sequence[Video], frames: int, size: int, windows: int) -> ClipSet:
-    """Decode ``windows`` clips of each video (videos that fail to decode are skipped with a warning)."""
+    """Decode ``windows`` clips of each video (videos that fail to decode or are not videos, a one-frame file
+    included, are skipped with a warning)."""
     clips, video_idx, starts, kept = [], [], [], []
     for v in videos:
         try:
+            check_video(v.path)
             data = read_video(v.path, 0, None, size=size)
             if len(data) == 0:
                 raise VideoError(f"no frames decoded from {v.path}")
@@ -448,7 +450,8 @@ class Context:
         self.train_videos, self.videos, self.split_text = split_data(settings)
         if model_run is not None:
             self._warn_if_trained_on_held_out(model_run)
-        self._clips: ClipSet | None = None
+        # Decoded now, before any training: evaluation videos that are not videos (or too few) stop the run at once.
+        self._clips: ClipSet | None = load_clip_set(self.videos, self.frames, self.size, settings.windows)
         self.models: list[ModelRecord] = []
 
     def _warn_if_trained_on_held_out(self, run: dict[str, Any]) -> None:
