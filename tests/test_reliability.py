@@ -411,11 +411,19 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def uninterrupted(corpus, tmp_path_factory, one_thread) -> Path:
-    run = tmp_path_factory.getbasetemp() / "uninterrupted"
-    if not (run / CONFIG).exists():  # once per session
-        train(TINY, _tiny_config(corpus, run), progress=False)
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory) -> Path:
+    """The reference run, trained once per module into a folder of its own (never a leftover of another)."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module, "measure_peak_flops", lambda *a, **k: 1.0)
+        torch.set_num_threads(1)
+        try:
+            train(TINY, _tiny_config(corpus, run), progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    assert json.loads((run / CONFIG).read_text())["step"] == 6
     return run
 
 
