@@ -41,3 +41,28 @@ def test_plot_curves_reads_the_runs_scalars(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size == (720, 380)
+
+
+def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_worst(tmp_path):
+    import torch
+
+    from centrifuge.evaluate import evaluate_clips
+
+    clips = torch.rand(3, 3, 2, 16, 16) * 2 - 1
+
+    class Blend(torch.nn.Module):  # the identity itself: every pair's ratio is exactly 1
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x, x], 1)
+
+    result = evaluate_clips(Blend(), clips, [(0, 1), (0, 2), (1, 2)])
+    for r in result["per_pair"]:
+        r["clips"] = [f"c{r['a']}.mp4", f"c{r['b']}.mp4"]
+    path = tmp_path / "r.json"
+    path.write_text(__import__("json").dumps(result))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "yardstick_table.py"), str(path), "--names", "id"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cells = [c.strip() for c in done.stdout.splitlines()[-1].split("|")[1:-1]]
+    assert cells[:4] == ["id", "3", "1.000", "1.000"]
+    assert cells[5] == "3"  # all three pairs at the identity
+    assert cells[7] == "1.00"  # the blend twice: one picture, the same tone
