@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -35,33 +36,53 @@ PAPER_SECONDS = {"P-4": 0.5, "PC-4": 1.0}  # per 64x224x224 clip on a Quadro P40
 
 
 class Steps:
-    """Runs commands one by one, each with a timeout within the remaining budget, logging to ``work/``."""
+    """Runs commands one by one, each with a timeout within the remaining budget, logging to ``work/NAME.log``."""
 
-    def __init__(self, work: Path, budget: float, env: dict[str, str]) -> None:
-        self.work, self.deadline, self.env = work, time.monotonic() + budget, env
+    def __init__(self, work: Path, budget: float, env: dict[str, str], scale: float = 1.0) -> None:
+        self.work, self.deadline, self.env, self.scale = work, time.monotonic() + budget, env, scale
         self.status: list[tuple[str, str, float]] = []
 
-    def run(self, name: str, cmd: list[str], timeout: float, cwd: Path | None = None) -> str | None:
-        """Run ``cmd``; its output (stdout and stderr) on success, else None. Logged to ``work/NAME.log``."""
-        left = self.deadline - time.monotonic()
-        if left < 10:
+    def run(self, name: str, cmd: list[str], timeout: float) -> str | None:
+        """Run ``cmd`` (its timeout times ``scale``, at most what is left); its output on success, else None.
+
+        The command runs in its own process group, and all of that group is stopped at the timeout: torchrun's
+        workers and DataLoader processes too.
+        """
+        limit = min(timeout * self.scale, self.deadline - time.monotonic())
+        if limit < 10:
             self.status.append((name, "skipped: no budget left", 0.0))
             return None
         start = time.monotonic()
         log = self.work / f"{name}.log"
-        try:
-            proc = subprocess.run(cmd, cwd=cwd or ROOT, env=self.env, capture_output=True, text=True,
-                                  timeout=min(timeout, left))
-            out = proc.stdout + proc.stderr
-            status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            status = f"timed out after {min(timeout, left):.0f} s"
-        log.write_text(f"$ {' '.join(cmd)}\n{out}")
+        with open(log, "w") as f:
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                code = proc.wait(timeout=limit)
+                status = "ok" if code == 0 else f"failed (exit {code})"
+            except subprocess.TimeoutExpired:
+                stop_group(proc)
+                status = f"timed out after {limit:.0f} s"
         elapsed = time.monotonic() - start
         self.status.append((name, status, elapsed))
         print(f"[{name}] {status} in {elapsed:.0f} s", flush=True)
-        return out if status == "ok" else None
+        return log.read_text(errors="replace") if status == "ok" else None
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the command's process group, SIGKILL 15 s later if it is still there."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def centrifuge(*args: str) -> list[str]:
@@ -120,13 +141,15 @@ def separate_1080p(steps: Steps, args: argparse.Namespace, figures: dict, dev: s
 def torchrun_training(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> None:
     size = ["--frames", "4", "--size", "32", "--width", "0.125", "--final-endpoint", "Mixed_3c",
             "--batch-size", "2"] if args.dry_run else []
-    out = steps.run("torchrun-paper-112", [
+    steps.run("torchrun-paper-112", [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m",
         "centrifuge", "train", args.clips, "--preset", "paper-112", "--compile", "--iterations",
         str(6 if args.dry_run else 120), "--log-every", "2" if args.dry_run else "20", "--ckpt-every", "100000",
         "--image-every", "0", "--no-progress", "--device", dev, "--out", str(steps.work / "p112"), "--overwrite",
         *size], 200)
-    lines = re.findall(r"step (\d+): loss ([\d.]+), ([\d.]+) clips/s, MFU ([\d.]+)%", out or "")
+    log_file = steps.work / "torchrun-paper-112.log"  # read also when the run timed out
+    log = log_file.read_text(errors="replace") if log_file.exists() else ""
+    lines = re.findall(r"step (\d+): loss ([\d.]+), ([\d.]+) clips/s, MFU ([\d.]+)%", log)
     if lines:
         step, loss, clips, mfu = lines[-1]
         figures["paper-112 torchrun --compile, last log line"] = \
@@ -144,7 +167,7 @@ def part_b(steps: Steps, args: argparse.Namespace, figures: dict) -> None:
     steps.run("recipe-train", centrifuge(
         "train", args.clips, "--photos", *args.photos, "--preset", args.preset, "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
-        "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60)
+        "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale)
     if not (run / "model.safetensors").exists():
         return
     figures["recipe: step of the kept checkpoint"] = json.loads((run / "config.json").read_text()).get("step")
@@ -198,7 +221,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "PYTHONUNBUFFERED": "1"}
-    steps, figures = Steps(work, args.budget, env), {}
+    # The dry run's tiny steps are slow for their size on a CPU (compiling, start-up): longer timeouts there.
+    steps, figures = Steps(work, args.budget, env, scale=3.0 if args.dry_run else 1.0), {}
     environment(steps, Path(args.wheels))
     if args.part in ("a", "all"):
         part_a(steps, args, figures)

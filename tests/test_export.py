@@ -123,7 +123,8 @@ def test_backend_has_the_inference_models_call(onnx_files):
     folder, models, _ = onnx_files
     backend = OnnxRuntimeModel((folder / "predictor.onnx").read_bytes())
     x = torch.rand(1, 3, 4, 16, 24, dtype=torch.float64) * 2 - 1
-    y = backend(x)
+    with torch.inference_mode():  # as separation calls its model
+        y = backend(x)
     assert y.dtype == torch.float32 and y.shape == (1, 2, 3, 4, 16, 24) and backend.dtype == torch.float32
     assert backend(x, output_dtype=None).dtype == torch.float32
     with pytest.raises(ValueError, match="expected"):
@@ -159,6 +160,7 @@ def test_export_refuses_to_replace_a_file(tmp_path, capsys):
     (["export", "default", "-o", "{tmp}/m.tflite"], "unknown output format"),
     (["export", "default", "-o", "{tmp}/m.pt2", "--opset", "18"], "--opset is for ONNX"),
     (["export", "default", "-o", "{tmp}/m.onnx", "--opset", "9"], "must be at least 18"),
+    (["export", "default", "-o", "{tmp}/m.onnx", "--opset", "99"], "writes opsets 18 to"),
 ])
 def test_export_refuses_bad_input_in_one_line(tmp_path, capsys, args, says):
     (tmp_path / "bad.safetensors").write_text("not weights")

@@ -31,12 +31,21 @@ from .checkpoint import atomic_write
 from .errors import CentrifugeError
 from .portable import onnx_translations, portable_model
 
-__all__ = ["ONNX_OPSET", "require", "export_program", "export_onnx", "save_program", "compare", "run_exported",
-           "check_export"]
+__all__ = ["ONNX_OPSET", "max_opset", "require", "export_program", "export_onnx", "save_program", "compare",
+           "run_exported", "check_export"]
 
-#: Default ONNX opset (ONNX Runtime >= 1.14 runs it); the exporter accepts 18 and later.
+#: Default ONNX opset; the exporter writes 18 and later.
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "video", "layers"
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this PyTorch's exporter writes."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # a PyTorch that moved it: let the exporter judge
+        return 10**6
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 10**6))
 
 
 def require(*modules: str, extra: str = "onnx") -> None:

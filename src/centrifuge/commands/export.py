@@ -11,7 +11,7 @@ from ._common import int_at_least
 _DESCRIPTION = """\
 Write the inference network (BatchNorm folded; predictor, or predictor and corrector(s)) to a file another
 runtime can load. The format follows the output's suffix: .onnx (ONNX, the TorchDynamo-based exporter, opset
-18 by default, weights inside the file; needs the optional packages onnx and onnxscript:
+18 by default, IR version 10, weights inside the file; needs the optional packages onnx and onnxscript:
 pip install "visual-centrifuge[onnx]") or .pt2 (torch.export; loading it needs `import centrifuge.portable`,
 which registers the three operators of TF "SAME" padding it calls).
 Input `video`: float32 [B, 3, T, H, W] in [-1, 1]; output `layers`: float32 [B, n, 3, T, H, W]. Every size
@@ -29,7 +29,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="a run folder, a .safetensors file, or `default` for the packaged model")
     p.add_argument("-o", "--output", required=True, help="the file to write: NAME.onnx or NAME.pt2")
     p.add_argument("--opset", type=int_at_least(18), default=None,
-                   help="ONNX opset (default 18; ONNX Runtime 1.14 and later run it)")
+                   help="ONNX opset, 18 up to what this PyTorch writes (23 for 2.13; default 18)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the written file once against PyTorch (default: on)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -43,6 +43,10 @@ def _format(output: Path, opset: int | None) -> str:
                               "name the output NAME.onnx or NAME.pt2")
     if opset is not None and fmt != "onnx":
         raise CentrifugeError("--opset is for ONNX output only")
+    from ..export import max_opset
+
+    if opset is not None and opset > max_opset():
+        raise CentrifugeError(f"--opset {opset}: this PyTorch writes opsets 18 to {max_opset()}")
     return fmt
 
 
