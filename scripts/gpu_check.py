@@ -158,7 +158,7 @@ def torchrun_training(steps: Steps, args: argparse.Namespace, figures: dict, dev
     lines = re.findall(r"step (\d+): loss ([\d.]+), ([\d.]+) clips/s, MFU ([\d.]+)%", log)
     if lines:
         step, loss, clips, mfu = lines[-1]
-        figures["paper-112 torchrun --compile, last log line"] = \
+        figures[f"paper-112 under torchrun{' --compile' if args.compile else ''}, last log line"] = \
             f"step {step}: loss {loss}, {clips} clips/s, MFU {mfu}%"
 
 
@@ -170,7 +170,8 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     size = ["--frames", "4", "--size", "32", "--batch-size", "2"] if args.dry_run else []
     # Killed at the time limit: the run folder keeps its last committed checkpoint (every --ckpt-every steps).
     steps.run("recipe-train", centrifuge(
-        "train", args.clips, "--photos", *args.photos, "--preset", args.preset, "--iterations",
+        "train", args.clips, "--photos", *args.photos, *(["--cutouts", *args.cutouts] if args.cutouts else []),
+        "--preset", args.preset, "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
     if not (run / "model.safetensors").exists():
@@ -217,6 +218,7 @@ def main() -> int:
                    help="the torchrun training with --compile (default: on)")
     p.add_argument("--clips", required=True, help="folder of video clips (training and evaluation data)")
     p.add_argument("--photos", nargs="+", help="photo folder(s) for part b's recipe")
+    p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
     p.add_argument("--minutes", type=float, default=4.0, help="part b's training time limit (default 4)")
     p.add_argument("--iterations", type=int, default=3000, help="part b's schedule length (default 3000)")
