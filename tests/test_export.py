@@ -192,3 +192,12 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exporter broke"):
         save_program(_tiny(False), tmp_path / "model.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_model_with_non_finite_weights(tmp_path, capsys):
+    model = _tiny(False)
+    model.decoder.head.bias.data[0] = float("nan")
+    save_weights(tmp_path / "nan.safetensors", model, ModelConfig(**TINY, residual=True))
+    assert main(["export", str(tmp_path / "nan.safetensors"), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "non-finite weights" in _one_line_error(capsys)
+    assert not (tmp_path / "m.onnx").exists()

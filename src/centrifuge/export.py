@@ -127,7 +127,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = ONNX_OPSET,
 def save_program(model: nn.Module, path: str | Path) -> None:
     """Write ``model`` as a ``torch.export`` program (``.pt2``) to ``path``, through a temporary file."""
     program = export_program(model)
-    atomic_write(Path(path), lambda tmp: torch.export.save(program, tmp))
+    with _quiet():  # the temporary file's name does not end in .pt2, which torch.export.save remarks on
+        atomic_write(Path(path), lambda tmp: torch.export.save(program, tmp))
 
 
 def compare(reference: Tensor, output: Tensor) -> dict[str, float]:
