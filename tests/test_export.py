@@ -64,7 +64,6 @@ def _assert_parity(model: torch.nn.Module, run) -> None:  # noqa: ANN001
 def onnx_files(tmp_path_factory):
     """The predictor written by ``export_onnx``, the corrector by the command (its output kept): each model is
     exported once for all the tests below, since exporting takes seconds."""
-    pytest.importorskip("onnxruntime", reason="the dev extra installs onnxruntime")
     folder = tmp_path_factory.mktemp("onnx")
     models = {"predictor": _tiny(False), "corrector": _tiny(True, residual=False, seed=1)}
     export_onnx(models["predictor"], folder / "predictor.onnx")
