@@ -49,7 +49,7 @@ def test_demo_labels_figures_of_clips_the_model_trained_on(tmp_path, capsys):
     assert "measure fit" not in capsys.readouterr().out
     assert main(["demo", "--out", str(tmp_path / "b"), "--model", str(listed), "--no-progress"]) == 0
     assert f"the model was trained on {BLEND_CLIPS[0]}: these figures measure fit" in capsys.readouterr().out
-    from centrifuge.app import blend_markdown  # the page's blend table carries the same warning
+    from centrifuge.app_text import blend_markdown  # the page's blend table carries the same warning
 
     note = fit_note({"trained_on": list(BLEND_CLIPS)}, [asset(n) for n in BLEND_CLIPS])
     assert note.startswith(f"(the model was trained on {BLEND_CLIPS[0]} and {BLEND_CLIPS[1]}:")
