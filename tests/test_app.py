@@ -24,17 +24,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from app_gate import GATED_MAIN
-from helpers import make_video
+from helpers import make_frames, make_video
 
 from centrifuge import cli
+from centrifuge.app import shipped_clips, shipped_name
 from centrifuge.checkpoint import save_weights
+from centrifuge.demo import asset
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.video import probe
 
 OUTPUTS = {"layer_0.mp4", "layer_1.mp4", "preview.mp4", "contact.png", "layers.json"}
 MAX_UPLOAD_MB = 1  # the test videos are smaller; a 2 MB file is refused
 WAIT_S = 60
+N_LAYERS = 5  # the test model's slots: 'all' fills more than one row at 1400 px
+WINDOW = (1400, 2200)
+_BROWSER: list = []  # the module's browser, for helpers that only read the page
 STATUS, FIGURES = "#status [data-testid='markdown']", "#figures [data-testid='markdown']"
 
 
@@ -75,7 +79,7 @@ def _sigint_as_in_a_terminal() -> None:
 class Server:
     """``centrifuge app`` in a subprocess, with its temporary files under ``tmp``."""
 
-    def __init__(self, folder: Path, model: Path):
+    def __init__(self, folder: Path, model: Path, preexec=_sigint_as_in_a_terminal):
         self.tmp = folder / "tmp"
         self.cwd = folder / "cwd"
         self.gate = folder / "gate"
@@ -91,7 +95,7 @@ class Server:
             [sys.executable, "-c", GATED_MAIN, "app", "--port", str(port), "--model", str(model), "--device", "cpu",
              "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-seconds", "20"],
             cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            preexec_fn=_sigint_as_in_a_terminal)
+            preexec_fn=preexec)
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -147,20 +151,27 @@ def browser():
     binary, driver = _browser_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2200"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size={},{}".format(*WINDOW)):
         options.add_argument(arg)
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     chrome.implicitly_wait(0)
+    _BROWSER[:] = [chrome]
     yield chrome
     chrome.quit()
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, browser):
-    """One server for the module, started again if a test stopped it (so tests run in any order)."""
+def tiny_model(tmp_path_factory):
     model = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    cfg = ModelConfig(n_layers=2, width=0.125)
+    cfg = ModelConfig(n_layers=N_LAYERS, width=0.125)
     save_weights(model, build_model(cfg), cfg)
+    return model
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, browser, tiny_model):
+    """One server for the module, started again if a test stopped it (so tests run in any order)."""
+    model = tiny_model
     live: list[Server] = []
 
     def running() -> Server:
@@ -191,26 +202,28 @@ def _text(browser, selector: str) -> str:
 
 
 def _upload(browser, path: Path, accepted: bool = True) -> None:
+    """Load the page afresh and upload ``path`` into the input player; wait for the player when ``accepted``."""
     from selenium.webdriver.common.by import By
 
-    for clear in browser.find_elements(By.CSS_SELECTOR, "#upload button[aria-label='Clear']"):
-        clear.click()
-    field = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"), "the upload field")
+    browser.get(browser.current_url)
+    field = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#input input[type=file]"), "the upload field")
     field[0].send_keys(str(path))
     if accepted:
-        shown = f"#upload [aria-label='{path.name}']"
-        _wait(lambda: browser.find_elements(By.CSS_SELECTOR, shown), f"{path.name} to upload")
+        _wait(lambda: _player_src("#input").endswith(path.name), f"{path.name} in the input player")
+
+
+def _player_src(selector: str) -> str:
+    return _BROWSER[0].execute_script(
+        f"const v = document.querySelector({json.dumps(selector + ' video')}); return v ? v.currentSrc || v.src : ''")
 
 
 def _separate(browser, path: Path) -> str:
-    """Upload ``path``, press Separate, wait for a new status line and return it."""
+    """Upload ``path``, press Separate, wait for the job's last status line and return it."""
     from selenium.webdriver.common.by import By
 
     _upload(browser, path)
-    before = _text(browser, STATUS).strip()
     browser.find_element(By.CSS_SELECTOR, "#separate").click()
-    return _wait(lambda: (_text(browser, STATUS).strip() or before) != before and _text(browser, STATUS).strip(),
-                 "a new status line")
+    return _wait(lambda: (t := _text(browser, STATUS).strip()).startswith(("Done", "Error")) and t, "the job to end")
 
 
 _MEDIA = """
@@ -219,49 +232,181 @@ const videos = [...document.querySelectorAll('.layer-video video')].filter(v => 
 Promise.all(videos.map(v => new Promise(ok => {
   const report = () => ok({src: v.currentSrc, duration: v.duration, error: v.error && v.error.code});
   if (v.readyState >= 1) report(); else { v.onloadedmetadata = report; v.onerror = report; }
-}))).then(async meta => {
-  for (const v of videos) { v.muted = true; await v.play(); }
-  // until every video has advanced (however long that takes; the script timeout bounds a video that never does)
-  while (!videos.every(v => v.currentTime > 0)) await new Promise(ok => setTimeout(ok, 50));
-  done(meta.map((m, i) => ({...m, played: videos[i].currentTime > 0})));
-}).catch(e => done(String(e)));
+}))).then(meta => done(meta)).catch(e => done(String(e)));
+"""
+
+_PLAYING = """
+const v = document.querySelector(arguments[0] + ' video');
+if (!v) return -1;
+if (v.paused) { v.muted = true; v.play().catch(() => {}); }
+return v.currentTime;
 """
 
 
-def test_page_separates_a_video_and_survives_bad_input(servers, browser, tmp_path):
+def _playing(browser, selector: str) -> None:
+    """Start the player under ``selector`` and wait until its time moves (no fixed timing: polled)."""
+    _wait(lambda: browser.execute_script(_PLAYING, selector) > 0, f"{selector} to play")
+
+
+def test_page_separates_a_video(servers, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
     server = servers()
-    video, notes = tmp_path / "clip.mp4", tmp_path / "notes.txt"
+    video = tmp_path / "clip.mp4"
     make_video(video, frames=16, width=64, height=48)
-    notes.write_text("not a video\n")
     browser.get(server.url)
-
-    # a file that is not a video: one clear line on the page, which keeps working
-    status = _separate(browser, notes)
-    assert status.startswith("Error:") and "not a video" in status and "notes.txt" in status
-    assert str(server.tmp) not in status  # the upload's name, not the server's temporary path
-
     status = _separate(browser, video)
-    assert status.startswith("Done: 16 frames, 2 layers"), status
+    assert status.startswith("Done: 16 frames, 2 layers (model slots "), status
+    assert "status-ok" in browser.find_element(By.CSS_SELECTOR, "#status").get_attribute("class")
     meta = browser.execute_async_script(_MEDIA)
     assert isinstance(meta, list) and len(meta) == 2, meta
     duration = probe(video).duration
     for m in meta:
-        assert m["error"] is None and m["played"], m
-        assert abs(m["duration"] - duration) <= 1 / 25 + 1e-3, (m, duration)
+        assert m["error"] is None and abs(m["duration"] - duration) <= 1 / 25 + 1e-3, (m, duration)
+    slots = [int(s) for s in status.split("slots ")[1].split(")")[0].split(", ")]
     assert [Path(m["src"]).name for m in meta] == ["layer_0.mp4", "layer_1.mp4"]
+    captions = _text(browser, "#layer-grid .caption")
+    assert all(f"slot {s}" in captions for s in slots), captions  # named by the model's slot, as in 'all'
     figures = _text(browser, FIGURES)
-    assert all(word in figures for word in ("layer_0", "layer_1", "recomposes the input")), figures
-
-    from selenium.webdriver.common.by import By
-
+    assert all(f"slot {s}" in figures for s in slots) and "gives the input back" in figures, figures
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")]
-    assert sorted(Path(link).name for link in links) == ["clip-layers.zip", "layer_0.mp4", "layer_1.mp4"]
+    expected = ["clip-layers.zip"] + [f"clip-slot{s}.mp4" for s in sorted(slots)]
+    assert sorted(Path(link).name for link in links) == expected
     zipped = urllib.request.urlopen(next(link for link in links if link.endswith(".zip")), timeout=30).read()
     with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
         assert set(zf.namelist()) == OUTPUTS
         assert json.loads(zf.read("layers.json"))["input"]["frames"] == 16
     if os.environ.get("CENTRIFUGE_APP_SCREENSHOT"):
         browser.save_screenshot(os.environ["CENTRIFUGE_APP_SCREENSHOT"])
+
+
+def test_a_still_image_and_a_text_file_are_refused(servers, browser, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    server = servers()
+    still, notes = tmp_path / "photo.png", tmp_path / "notes.txt"
+    Image.fromarray(make_frames(1)[0]).save(still)
+    notes.write_text("not a video\n" * 50)
+    browser.get(server.url)
+    # by their type, in the browser (Gradio's own message), before anything is sent
+    for path in (still, notes):
+        _upload(browser, path, accepted=False)
+        toast = _wait(lambda: _text(browser, "[data-testid='toast-body']"), "the refusal")
+        assert f"Invalid file type: {path.name}" in toast, toast
+    # named as videos, they get through the browser: the server looks at the content
+    for path in (still.rename(tmp_path / "photo.mp4"), notes.rename(tmp_path / "notes.mp4")):
+        _upload(browser, path, accepted=False)
+        status = _wait(lambda: _text(browser, STATUS).strip(), "the refusal")
+        assert status.startswith(f"Error: {path.name} is not a video"), status
+        assert "status-error" in browser.find_element(By.CSS_SELECTOR, "#status").get_attribute("class")
+        assert str(server.tmp) not in status and "--" not in status  # the name, not a path; no flag names
+    assert not list(server.tmp.glob("centrifuge-app-*/jobs/job-*"))
+
+
+def test_an_example_fills_the_input_in_one_click_and_plays(servers, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(servers().url)
+    examples = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#examples button"), "the examples")
+    assert len(examples) == len(shipped_clips()) and examples[0].find_elements(By.CSS_SELECTOR, "video, img")
+    examples[0].click()
+    _wait(lambda: _player_src("#input").endswith(shipped_clips()[0]), "the clip in the input player")
+    duration = probe(asset(shipped_clips()[0])).duration
+    length = "#length input[type=number]"
+    _wait(lambda: abs(float(browser.find_element(By.CSS_SELECTOR, length).get_attribute("value")) - duration) < 0.05,
+          "the length slider to take the clip's duration")
+    _wait(lambda: "frames, processed at" in _text(browser, "#estimate"), "the estimate")
+    _playing(browser, "#input")
+
+
+def _start_a_long_job(servers, browser, tmp_path) -> Server:
+    """Upload a 150-frame video, press Separate and wait until its job writes; returns the server."""
+    from selenium.webdriver.common.by import By
+
+    srv = servers()
+    video = tmp_path / "long.mp4"
+    make_video(video, frames=150)
+    browser.get(srv.url)
+    _upload(browser, video)
+    browser.find_element(By.CSS_SELECTOR, "#separate").click()
+    _wait(lambda: list(srv.tmp.glob("centrifuge-app-*/jobs/job-*/layers")), "the job to start")
+    return srv
+
+
+def test_cancel_stops_a_running_job_and_removes_its_folder(servers, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    srv = _start_a_long_job(servers, browser, tmp_path)
+    browser.find_element(By.CSS_SELECTOR, "#cancel").click()
+    _wait(lambda: _text(browser, STATUS).startswith("Cancelled"), "the cancellation")
+    _wait(lambda: not list(srv.tmp.glob("centrifuge-app-*/jobs/job-*")), "the job's folder to go")
+    assert srv.proc.poll() is None and not _text(browser, STATUS).startswith("Done")
+
+
+def test_all_layers_are_laid_out_in_rows_of_equal_width(servers, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    video = tmp_path / "clip.mp4"
+    make_video(video, frames=12)
+    browser.get(servers().url)
+    _upload(browser, video)
+    next(b for b in browser.find_elements(By.CSS_SELECTOR, "#layers label") if b.text == "all").click()
+    browser.find_element(By.CSS_SELECTOR, "#separate").click()
+    status = _wait(lambda: (t := _text(browser, STATUS)).startswith(("Done", "Error")) and t, "the job to end")
+    assert status.startswith(f"Done: 12 frames, {N_LAYERS} layers (model slots 0, 1, 2, 3, 4)"), status
+    boxes = [c.rect for c in browser.find_elements(By.CSS_SELECTOR, "#layer-grid .layer-cell") if c.is_displayed()]
+    assert len(boxes) == N_LAYERS
+    assert max(b["width"] for b in boxes) - min(b["width"] for b in boxes) < 1.5, boxes
+    rows = sorted({round(b["y"]) for b in boxes})
+    assert len(rows) >= 2, boxes  # more than one row at 1400 px, each player as wide as the others
+    grid = browser.find_element(By.CSS_SELECTOR, "#layer-grid").rect
+    assert sum(b["width"] for b in boxes if round(b["y"]) == rows[0]) > 0.9 * grid["width"] - 100
+    sheet = browser.find_element(By.CSS_SELECTOR, "#contact img").rect
+    assert sheet["height"] > 200 and sheet["width"] > 0.5 * grid["width"], sheet  # readable, not a strip
+
+
+_BROKEN_WORDS = """
+const broken = [], covered = [];
+const walker = document.createTreeWalker(document.querySelector('gradio-app') || document.body, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const el = node.parentElement;
+  if (!el || el.closest('[aria-hidden=true], svg, .hide, script, style') || !el.offsetParent) continue;
+  const re = /\\S+/g;
+  let m;
+  while ((m = re.exec(node.data))) {
+    const range = document.createRange();
+    range.setStart(node, m.index);
+    range.setEnd(node, m.index + m[0].length);
+    const rects = [...range.getClientRects()].filter(r => r.width > 0 && r.height > 0);
+    if (new Set(rects.map(r => Math.round(r.top))).size > 1) broken.push(m[0]);
+    for (const r of rects.slice(0, 1)) {
+      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      if (hit && !el.contains(hit) && !hit.contains(el)) covered.push(`${m[0]} under ${hit.tagName}.${hit.className}`);
+    }
+  }
+}
+return {broken, covered};
+"""
+
+
+def test_a_narrow_window_breaks_no_word_and_hides_no_text(servers, browser, tmp_path):
+    video = tmp_path / "clip.mp4"
+    make_video(video, frames=12)
+    browser.get(servers().url)
+    browser.set_window_size(420, 6000)
+    try:
+        assert _separate(browser, video).startswith("Done")
+        browser.execute_script("window.scrollTo(0, 0)")
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        assert width <= 420
+        found = browser.execute_script(_BROKEN_WORDS)
+        assert found == {"broken": [], "covered": []}, found
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways page
+        if os.environ.get("CENTRIFUGE_APP_SCREENSHOT_NARROW"):
+            browser.save_screenshot(os.environ["CENTRIFUGE_APP_SCREENSHOT_NARROW"])
+    finally:
+        browser.set_window_size(*WINDOW)
 
 
 def test_two_tabs_running_at_once_get_their_own_results(servers, browser, tmp_path):
@@ -284,7 +429,8 @@ def test_two_tabs_running_at_once_get_their_own_results(servers, browser, tmp_pa
         server.open_gate()
         for handle, frames, path in tabs:
             browser.switch_to.window(handle)
-            status = _wait(lambda: _text(browser, STATUS).strip(), "the status line")
+            status = _wait(lambda: (t := _text(browser, STATUS).strip()).startswith(("Done", "Error")) and t,
+                           "the job to end")
             assert status.startswith(f"Done: {frames} frames"), status
             links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")]
             assert f"{path.stem}-layers.zip" in {Path(link).name for link in links}
@@ -310,8 +456,7 @@ def test_blend_tab_shows_the_identity_vs_model_table(servers, browser):
     assert "Blend of bikes.mp4 and office-window.mp4" in table, table  # the shipped clips by default
     for row in ("identity (outputs = blend)", "model / identity", "dB PSNR"):
         assert row in table, (row, table)
-    src = browser.execute_script("const v = document.querySelector('#blend-preview video'); return v && v.src")
-    assert src and src.endswith("preview.mp4")
+    assert _player_src("#blend-preview").endswith("preview.mp4")
 
 
 def test_upload_over_the_limit_is_refused(servers, browser, tmp_path):
@@ -325,19 +470,23 @@ def test_upload_over_the_limit_is_refused(servers, browser, tmp_path):
     assert not list(server.tmp.rglob("big.mp4"))  # refused before it was stored
 
 
-def test_ctrl_c_during_a_job_leaves_nothing(servers, browser, tmp_path):
-    from selenium.webdriver.common.by import By
+def test_shipped_clips_are_known_by_content_not_name(tmp_path):
+    copy, other = tmp_path / "renamed.mp4", tmp_path / "carphone.mp4"
+    shutil.copyfile(asset("carphone.mp4"), copy)
+    make_video(other, frames=8)
+    assert shipped_name(copy) == "carphone.mp4" and shipped_name(other) is None
 
-    srv = servers()
-    video = tmp_path / "long.mp4"
-    make_video(video, frames=150)
-    browser.get(srv.url)
-    srv.hold()  # the job waits in the gate until the server stops
-    _upload(browser, video)
-    browser.find_element(By.CSS_SELECTOR, "#separate").click()
-    _wait(lambda: len(srv.running()) == 1, "the job to start")
-    assert list(srv.tmp.glob("centrifuge-app-*/jobs/job-*"))
-    assert not _text(browser, STATUS).startswith("Done")  # still running: held
+
+def test_sigint_stops_a_server_started_with_sigint_ignored(tmp_path, tiny_model):
+    # ``centrifuge app &`` from a script: the server inherits an ignored SIGINT; ``kill -INT`` must still stop it
+    srv = Server(tmp_path, tiny_model, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert srv.interrupt() == 0
+    assert srv.leftovers() == []
+
+
+def test_ctrl_c_during_a_job_leaves_nothing(servers, browser, tmp_path):
+    srv = _start_a_long_job(servers, browser, tmp_path)
+    assert not _text(browser, STATUS).startswith("Done")  # still running
     children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
     assert srv.interrupt() == 0
     assert srv.leftovers() == []

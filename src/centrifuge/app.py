@@ -92,7 +92,7 @@ class Page:
     def models(self) -> list[tuple[str, str]]:
         models = [("the packaged default model", DEFAULT_MODEL)]
         if self.model:
-            models.append((f"given at start: {self.model}", self.model))
+            models.append((f"given at start: {Path(self.model).name}", self.model))
         return models
 
     def model_path(self, choice: str) -> str | None:
