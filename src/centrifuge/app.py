@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -191,8 +192,7 @@ def build_page(jobs: Jobs, limits: Limits, model: str | None = None, device: str
     with gr.Blocks(title="Visual Centrifuge", analytics_enabled=False,
                    delete_cache=(600, int(jobs.max_age_s))) as blocks:
         gr.Markdown(text.INTRO)
-        with gr.Accordion("What the layers, \"most dissimilar\" and the figures mean; the model card", open=False,
-                          elem_id="about"):
+        with gr.Accordion("About: the layers, the figures, the model card", open=False, elem_id="about"):
             gr.Markdown(text.ABOUT)
             model_card = gr.Markdown(_model_card(page, page.models[-1][1]), elem_classes=["figures"])
         with gr.Tab("Separate"):
@@ -225,8 +225,8 @@ def _separate_tab(page: Page) -> Any:
             gr.Examples([[str(asset(c))] for c in shipped_clips()], [video], label="Examples: the shipped clips",
                         elem_id="examples", examples_per_page=12)
         with gr.Column(min_width=300):
-            start = gr.Slider(0, 1, value=0, step=0.04, label="Start (seconds)", elem_id="start")
-            length = gr.Slider(0, lim.max_seconds, value=lim.max_seconds, step=0.04,
+            start = gr.Slider(0, 1, value=0, step=0.01, label="Start (seconds)", elem_id="start")
+            length = gr.Slider(0, lim.max_seconds, value=lim.max_seconds, step=0.01,
                                label=f"Length (seconds; at most {lim.max_seconds:g})", elem_id="length")
             layers = gr.Radio([("the 2 most dissimilar", "best2"), ("all", "all")], value="best2",
                               label="Layers to keep", elem_id="layers")
@@ -249,8 +249,8 @@ def _separate_tab(page: Page) -> Any:
             info = _probe(path)
         except Exception as e:  # not a video: say so now, before anyone presses Separate
             return gr.update(), gr.update(), gr.update(), _status(failure(e, [path]))
-        dur = seconds(info)
-        return (gr.update(maximum=max(dur, 0.04), value=0),
+        dur = max(math.floor(seconds(info) * 100) / 100, 0.01)  # the sliders' step
+        return (gr.update(maximum=dur, value=0),
                 gr.update(maximum=min(dur, lim.max_seconds), value=min(dur, lim.max_seconds)),
                 gr.update(choices=page.size_choices(info, model_value), value="auto"), _status(""))
 
@@ -324,7 +324,7 @@ def _separate_handler(page: Page, out: dict[str, Any], status: Any, job_state: A
         try:
             if not path:
                 raise CentrifugeError("upload a video, or click one of the examples")
-            whole = start <= 0 and length >= seconds(_probe(path)) - 1e-3
+            whole = start <= 0 and length >= seconds(_probe(path)) - 0.01  # the sliders' step
             job = separate_job(page.jobs, path, page.limits, model=page.model_path(model_value), device=page.device,
                                layers=keep, size=size, on_progress=text.progress_reporter(progress), start_s=start,
                                length_s=None if whole else length, key=f"{request.session_hash}:separate")
