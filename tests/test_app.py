@@ -8,6 +8,7 @@ folder of the test's own (``TMPDIR``), and drive the page with Selenium. Set
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -35,7 +36,7 @@ from centrifuge.video import probe
 
 OUTPUTS = {"layer_0.mp4", "layer_1.mp4", "preview.mp4", "contact.png", "layers.json"}
 MAX_UPLOAD_MB = 1  # the test videos are smaller; a 2 MB file is refused
-WAIT_S = 60
+WAIT_S = 120  # generous: the machine may be busy; only a failure waits this long
 N_LAYERS = 5  # the test model's slots: 'all' fills more than one row at 1400 px
 WINDOW = (1400, 2200)
 _BROWSER: list = []  # the module's browser, for helpers that only read the page
@@ -107,7 +108,7 @@ class Server:
             self.lines.put(line)
 
     def _wait_for(self, prefix: str) -> str:
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + 2 * WAIT_S  # importing Gradio and PyTorch on a busy machine
         while time.monotonic() < deadline:
             try:
                 line = self.lines.get(timeout=1)
@@ -298,7 +299,7 @@ def test_a_still_image_and_a_text_file_are_refused(servers, browser, tmp_path):
     for path in (still.rename(tmp_path / "photo.mp4"), notes.rename(tmp_path / "notes.mp4")):
         _upload(browser, path, accepted=False)
         status = _wait(lambda: _text(browser, STATUS).strip(), "the refusal")
-        assert status.startswith(f"Error: {path.name} is not a video"), status
+        assert status.startswith("Error: not a video") and path.name in status, status
         assert "status-error" in browser.find_element(By.CSS_SELECTOR, "#status").get_attribute("class")
         assert str(server.tmp) not in status and "--" not in status  # the name, not a path; no flag names
     assert not list(server.tmp.glob("centrifuge-app-*/jobs/job-*"))
@@ -320,8 +321,9 @@ def test_an_example_fills_the_input_in_one_click_and_plays(servers, browser):
     _playing(browser, "#input")
 
 
-def _start_a_long_job(servers, browser, tmp_path) -> Server:
-    """Upload a 150-frame video, press Separate and wait until its job writes; returns the server."""
+def _start_a_long_job(servers, browser, tmp_path) -> tuple[Server, Path]:
+    """Upload a 150-frame video, press Separate and wait until its job writes; returns the server and the
+    job's folder (other tests' finished jobs may be there too)."""
     from selenium.webdriver.common.by import By
 
     srv = servers()
@@ -329,18 +331,20 @@ def _start_a_long_job(servers, browser, tmp_path) -> Server:
     make_video(video, frames=150)
     browser.get(srv.url)
     _upload(browser, video)
+    before = set(srv.tmp.glob("centrifuge-app-*/jobs/job-*"))
     browser.find_element(By.CSS_SELECTOR, "#separate").click()
-    _wait(lambda: list(srv.tmp.glob("centrifuge-app-*/jobs/job-*/layers")), "the job to start")
-    return srv
+    job = _wait(lambda: [p.parent for p in srv.tmp.glob("centrifuge-app-*/jobs/job-*/layers")
+                         if p.parent not in before], "the job to start")
+    return srv, job[0]
 
 
 def test_cancel_stops_a_running_job_and_removes_its_folder(servers, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    srv = _start_a_long_job(servers, browser, tmp_path)
+    srv, job = _start_a_long_job(servers, browser, tmp_path)
     browser.find_element(By.CSS_SELECTOR, "#cancel").click()
-    _wait(lambda: _text(browser, STATUS).startswith("Cancelled"), "the cancellation")
-    _wait(lambda: not list(srv.tmp.glob("centrifuge-app-*/jobs/job-*")), "the job's folder to go")
+    _wait(lambda: _text(browser, STATUS).startswith("Cancelled: the job stops"), "the cancellation")
+    _wait(lambda: not job.exists(), "the job's folder to go")
     assert srv.proc.poll() is None and not _text(browser, STATUS).startswith("Done")
 
 
@@ -400,8 +404,11 @@ def test_a_narrow_window_breaks_no_word_and_hides_no_text(servers, browser, tmp_
         browser.execute_script("window.scrollTo(0, 0)")
         width = browser.execute_script("return document.documentElement.clientWidth")
         assert width <= 420
-        found = browser.execute_script(_BROKEN_WORDS)
-        assert found == {"broken": [], "covered": []}, found
+        clean = {"broken": [], "covered": []}
+        found: list = []
+        with contextlib.suppress(AssertionError):  # a player's "Loading" overlay may pass: polled, not timed
+            _wait(lambda: found.append(browser.execute_script(_BROKEN_WORDS)) or found[-1] == clean, "the layout")
+        assert found[-1] == clean, found[-1]
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways page
         if os.environ.get("CENTRIFUGE_APP_SCREENSHOT_NARROW"):
             browser.save_screenshot(os.environ["CENTRIFUGE_APP_SCREENSHOT_NARROW"])
@@ -485,7 +492,7 @@ def test_sigint_stops_a_server_started_with_sigint_ignored(tmp_path, tiny_model)
 
 
 def test_ctrl_c_during_a_job_leaves_nothing(servers, browser, tmp_path):
-    srv = _start_a_long_job(servers, browser, tmp_path)
+    srv, _ = _start_a_long_job(servers, browser, tmp_path)
     assert not _text(browser, STATUS).startswith("Done")  # still running
     children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
     assert srv.interrupt() == 0

@@ -36,8 +36,8 @@ from typing import Any
 from . import app_text as text
 from .demo import BLEND_CLIPS, asset, fit_note
 from .errors import CentrifugeError
-from .jobs import Cancelled, Jobs, Limits, Stopped, blend_job, require_moving_picture, seconds, separate_job
-from .video import VideoInfo, probe
+from .jobs import Cancelled, Jobs, Limits, Stopped, blend_job, seconds, separate_job
+from .video import VideoInfo, check_video
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ def shipped_name(path: str | Path) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _probe(path: str) -> VideoInfo:
-    require_moving_picture(path)
-    return probe(path)
+    return check_video(path)  # a still image, text or audio is refused here, as soon as it is uploaded
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -441,16 +440,21 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _calibrate(jobs: Jobs, models: list[str | None], device: str) -> None:
-    """Measure each model once in the background, so the page has a run-time estimate before the first job."""
+def _calibrate(jobs: Jobs, models: list[str | None], device: str) -> threading.Thread:
+    """Measure each model once in the background, so the page has a run-time estimate before the first job.
+    The thread ends when the server stops (:meth:`Jobs.stop`): a thread still in PyTorch at exit aborts."""
     def run() -> None:
         for model in models:
             try:
                 jobs.calibrate(model, device)
+            except Stopped:
+                return
             except Exception:  # an estimate is a nicety: the page works without one
                 log.warning("could not measure the model's speed", exc_info=True)
 
-    threading.Thread(target=run, name="calibrate", daemon=True).start()
+    thread = threading.Thread(target=run, name="calibrate", daemon=True)
+    thread.start()
+    return thread
 
 
 def _launch(page: Any, host: str, port: int, limits: Limits, jobs: Jobs) -> str:
@@ -483,7 +487,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
     jobs = Jobs(root / "jobs")
-    page = None
+    page = calibration = None
     # Our own handlers: a process started in the background (``centrifuge app &``) inherits an ignored SIGINT,
     # and ``kill -INT`` must still stop it like Ctrl-C.
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -491,7 +495,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
         page = build_page(jobs, limits, model, device)
         page.queue(default_concurrency_limit=MAX_JOBS)
         url = _launch(page, host, port, limits, jobs)
-        _calibrate(jobs, [model] if model else [None], device)
+        calibration = _calibrate(jobs, [model] if model else [None], device)
         print(f"centrifuge app: {url} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(1)
@@ -500,6 +504,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
     finally:
         try:
             jobs.stop()
+            if calibration is not None:
+                calibration.join(timeout=30)
             if page is not None:
                 page.close()
         except KeyboardInterrupt:

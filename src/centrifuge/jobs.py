@@ -175,9 +175,10 @@ class Jobs:
 
     def calibrate(self, model: str | None, device: str = "auto") -> None:
         """Measure ``model`` on a small generated clip (16 frames of 112x112, nothing written), so that the page
-        has an estimate before its first job. It leaves out the writing of the outputs: a low estimate."""
+        has an estimate before its first job. It leaves out the writing of the outputs: a low estimate. Raises
+        :class:`Stopped` when the server stops meanwhile."""
         clip = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
-        result = separate(clip, model=model, device=device, progress=False)
+        result = separate(clip, model=model, device=device, progress=False, on_progress=self.progress(None))
         with self._lock:
             if (model or "default") in self._speed:
                 return  # a real job was faster to finish: it is the better figure
