@@ -219,6 +219,11 @@ def test_a_part_of_the_video_is_separated_at_no_larger_size(tmp_path, tiny_model
     assert np.argmin([np.abs(first - f).mean() for f in frames]) == 10  # the part starts at 0.4 s
     seconds, how = jobs.estimate(tiny_model, 20, 64, 48)
     assert seconds == pytest.approx(2 * meta["timings"]["total_s"]) and "last run" in how
+    # a measured model's running job tells when its slot should free; none is expected once it ended
+    waits = []
+    separate_job(jobs, video, Limits(), model=tiny_model, device="cpu",
+                 on_progress=lambda done, total: waits.append(jobs.first_free()))
+    assert waits[0] is None and all(w is not None and w >= 0 for w in waits[1:]) and jobs.first_free() is None
 
 
 def test_a_still_image_is_not_a_video(tmp_path):

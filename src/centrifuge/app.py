@@ -48,7 +48,6 @@ MAX_SHOWN = 8
 DEFAULT_MODEL = "default"
 #: Fixed processing sizes offered when the input is larger (smaller ones are never upscaled).
 FIXED_SIZES = (112, 224, 448)
-STARTING = "Starting (when all job slots are busy, the queue position and expected wait show here)."
 
 
 def shipped_clips() -> list[str]:
@@ -141,7 +140,7 @@ class Page:
         w, h = self.processed(info, size, model_choice)
         guess = self.jobs.estimate(self.model_path(model_choice) or "default", frames, w, h)
         secs, how = guess if guess else (None, "")
-        return text.estimate_line(secs, how, frames, (w, h), self.jobs.running, MAX_JOBS)
+        return text.estimate_line(secs, how, frames, (w, h), self.jobs.running, MAX_JOBS, self.jobs.first_free())
 
 
 def failure(e: BaseException, inputs: list[str | None]) -> str:
@@ -169,7 +168,7 @@ def _status(message: str) -> Any:
     """The status line: styled by what it says (an error must not look like a success)."""
     import gradio as gr
 
-    kind = ("error" if message.startswith("Error") else "note" if message.startswith(("Cancelled", "Stopped", "Start"))
+    kind = ("error" if message.startswith("Error") else "note" if message.startswith(("Cancelled", "Stopped"))
             else "ok" if message else "empty")
     return gr.update(value=message, elem_classes=["status", f"status-{kind}"])
 
@@ -181,6 +180,14 @@ def _wants_request(fn: Any) -> Any:
 
     fn.__annotations__["request"] = gr.Request
     return fn
+
+
+def _running() -> Any:
+    """The status line while a job waits or runs: empty, with room for Gradio's progress bar and queue position
+    (its words come from :func:`centrifuge.app_text.progress_line`)."""
+    import gradio as gr
+
+    return gr.update(value="", elem_classes=["status", "status-running"])
 
 
 def build_page(jobs: Jobs, limits: Limits, model: str | None = None, device: str = "auto") -> Any:
@@ -259,7 +266,7 @@ def _separate_tab(page: Page) -> Any:
     for control in (size, model_choice, start, length):
         control.change(_safe_estimate(page), settings, estimate, queue=False)
     handler = _separate_handler(page, outputs, status, job_state)
-    job = run.click(lambda: (_status(STARTING), gr.update(visible=False)), None, [status, outputs["box"]],
+    job = run.click(lambda: (_running(), gr.update(visible=False)), None, [status, outputs["box"]],
                     queue=False).then(
         handler, [video, layers, size, model_choice, start, length, job_state], [status, job_state, *outputs["all"]],
         concurrency_limit=MAX_JOBS, concurrency_id="jobs",
@@ -428,7 +435,7 @@ def _blend_tab(page: Page) -> None:
                                                                     fit_note(info, [s for s in shown if s])),
                 preview: str(files["preview.mp4"]), truth: str(files["truth"]), state: str(folder)}
 
-    run.click(lambda: _status(STARTING), None, status, queue=False).then(
+    run.click(_running, None, status, queue=False).then(
         _wants_request(on_blend), [*clips, model_choice, state], [status, table, preview, truth, state],
         concurrency_limit=MAX_JOBS, concurrency_id="jobs", show_progress="full", show_progress_on=[status])
 

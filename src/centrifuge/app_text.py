@@ -32,6 +32,7 @@ CSS = """
 .status-note { border-left: 6px solid #2563eb; background: #eff6ff; color: #1e3a8a; padding: 8px 12px;
   border-radius: 4px; }
 .status-empty { display: none; }
+.status-running { min-height: 80px; overflow: hidden; }
 """
 
 INTRO = (f"# Visual Centrifuge\nSeparate a video into layers (reflections, things seen through glass, shadows), "
@@ -157,13 +158,16 @@ def progress_reporter(progress: Any, what: str = "frames") -> Callable[[int, int
     return report
 
 
-def estimate_line(seconds: float | None, how: str, frames: int, size: tuple[int, int], busy: int, slots: int) -> str:
-    """The words under the settings: the part's size, the run time estimate and the wait, if any."""
+def estimate_line(seconds: float | None, how: str, frames: int, size: tuple[int, int], busy: int, slots: int,
+                  wait: float | None = None) -> str:
+    """The words under the settings: the part's size, the run time estimate and the wait (``wait``: seconds until
+    a slot is expected to free), if any."""
     line = f"{frames} frames, processed at {size[0]}x{size[1]}. "
     if seconds is None:
         line += "Run time: measured while the server starts; shown in a moment."
     else:
         line += f"Run time on this machine: about {max(1, round(seconds))} s (from {how})."
     if busy >= slots:
-        line += f" All {slots} job slots are busy now: yours will wait in the queue (its position is shown)."
+        line += f" All {slots} job slots are busy now: yours will wait in the queue (its position is shown)"
+        line += f", about {max(1, round(wait))} s for the first slot to free." if wait is not None else "."
     return line

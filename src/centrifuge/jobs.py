@@ -97,6 +97,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._running: dict[Path, threading.Event] = {}  # folder -> its cancel flag
         self._keys: dict[str, threading.Event] = {}
+        self._ends: dict[Path, float] = {}  # folder -> expected end (time.monotonic), where estimated
         self._speed: dict[str, tuple[float, str]] = {}  # model -> (seconds per processed pixel and frame, how)
 
     @contextlib.contextmanager
@@ -119,8 +120,22 @@ class Jobs:
         finally:
             with self._lock:
                 self._running.pop(path, None)
+                self._ends.pop(path, None)
                 if key is not None and self._keys.get(key) is flag:
                     del self._keys[key]
+
+    def expect(self, folder: Path, seconds: float | None) -> None:
+        """Record how long the job in ``folder`` is expected to take from now (for :meth:`first_free`)."""
+        if seconds is not None:
+            with self._lock:
+                if folder in self._running:
+                    self._ends[folder] = time.monotonic() + seconds
+
+    def first_free(self) -> float | None:
+        """Seconds until the first running job is expected to end (0 when overdue); None when none is estimated."""
+        with self._lock:
+            ends = list(self._ends.values())
+        return max(0.0, min(ends) - time.monotonic()) if ends else None
 
     @property
     def running(self) -> int:
@@ -269,6 +284,10 @@ def separate_job(jobs: Jobs, video: str | Path, limits: Limits, model: str | Non
         on_progress(0, count)  # the bar shows up before the model has seen a window
     with jobs.job(key) as folder:
         flag = jobs.progress(on_progress, folder)
+        size_px = processing_size(info, size) or min(info.width, info.height)
+        scale = size_px / min(info.width, info.height)
+        guess = jobs.estimate(model or "default", count, round(info.width * scale), round(info.height * scale))
+        jobs.expect(folder, guess[0] if guess else None)  # the automatic size is counted as the input's: a bound
         source = Path(video)
         if first > 0 or count < info.num_frames:
             source = cut(video, folder / "part" / f"{source.stem}.mp4", info, first, count, flag)
