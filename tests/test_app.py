@@ -369,6 +369,7 @@ def test_all_layers_are_laid_out_in_rows_of_equal_width(servers, browser, tmp_pa
     assert sum(b["width"] for b in boxes if round(b["y"]) == rows[0]) > 0.9 * grid["width"] - 100
     sheet = browser.find_element(By.CSS_SELECTOR, "#contact img").rect
     assert sheet["height"] > 200 and sheet["width"] > 0.5 * grid["width"], sheet  # readable, not a strip
+    _assert_words_whole_and_visible(browser)  # the figures table at 1400 px included
 
 
 _BROKEN_WORDS = """
@@ -395,6 +396,15 @@ return {broken, covered};
 """
 
 
+def _assert_words_whole_and_visible(browser) -> None:
+    """No word on two lines, no text under another element (polled: a player's "Loading" overlay passes)."""
+    clean = {"broken": [], "covered": []}
+    found: list = []
+    with contextlib.suppress(AssertionError):
+        _wait(lambda: found.append(browser.execute_script(_BROKEN_WORDS)) or found[-1] == clean, "the layout")
+    assert found[-1] == clean, found[-1]
+
+
 def test_a_narrow_window_breaks_no_word_and_hides_no_text(servers, browser, tmp_path):
     video = tmp_path / "clip.mp4"
     make_video(video, frames=12)
@@ -405,11 +415,7 @@ def test_a_narrow_window_breaks_no_word_and_hides_no_text(servers, browser, tmp_
         browser.execute_script("window.scrollTo(0, 0)")
         width = browser.execute_script("return document.documentElement.clientWidth")
         assert width <= 420
-        clean = {"broken": [], "covered": []}
-        found: list = []
-        with contextlib.suppress(AssertionError):  # a player's "Loading" overlay may pass: polled, not timed
-            _wait(lambda: found.append(browser.execute_script(_BROKEN_WORDS)) or found[-1] == clean, "the layout")
-        assert found[-1] == clean, found[-1]
+        _assert_words_whole_and_visible(browser)
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways page
         if os.environ.get("CENTRIFUGE_APP_SCREENSHOT_NARROW"):
             browser.save_screenshot(os.environ["CENTRIFUGE_APP_SCREENSHOT_NARROW"])
