@@ -232,7 +232,7 @@ def _separate_tab(page: Page) -> Any:
                         elem_id="examples", examples_per_page=12)
         with gr.Column(min_width=300):
             start = gr.Slider(0, 1, value=0, step=0.01, label="Start (seconds)", elem_id="start")
-            length = gr.Slider(0, lim.max_seconds, value=lim.max_seconds, step=0.01,
+            length = gr.Slider(0.1, lim.max_seconds, value=lim.max_seconds, step=0.01,
                                label=f"Length (seconds; at most {lim.max_seconds:g})", elem_id="length")
             layers = gr.Radio([("the 2 most dissimilar", "best2"), ("all", "all")], value="best2",
                               label="Layers to keep", elem_id="layers")
@@ -247,21 +247,8 @@ def _separate_tab(page: Page) -> Any:
     outputs = _results(page)
     job_state = gr.State(None)
 
-    def on_input(path: str | None, model_value: str) -> tuple:
-        if not path:
-            return (gr.update(maximum=1, value=0), gr.update(value=lim.max_seconds),
-                    gr.update(choices=page.size_choices(None, model_value), value="auto"), _status(""))
-        try:
-            info = _probe(path)
-        except Exception as e:  # not a video: say so now, before anyone presses Separate
-            return gr.update(), gr.update(), gr.update(), _status(failure(e, [path]))
-        dur = max(math.floor(seconds(info) * 100) / 100, 0.01)  # the sliders' step
-        return (gr.update(maximum=dur, value=0),
-                gr.update(maximum=min(dur, lim.max_seconds), value=min(dur, lim.max_seconds)),
-                gr.update(choices=page.size_choices(info, model_value), value="auto"), _status(""))
-
     settings = [video, size, model_choice, start, length]
-    video.change(on_input, [video, model_choice], [start, length, size, status], queue=False).then(
+    video.change(_input_handler(page), [video, model_choice], [start, length, size, status], queue=False).then(
         _safe_estimate(page), settings, estimate, queue=False)
     for control in (size, model_choice, start, length):
         control.change(_safe_estimate(page), settings, estimate, queue=False)
@@ -280,6 +267,28 @@ def _separate_tab(page: Page) -> Any:
 
     cancel.click(_wants_request(on_cancel), None, status, cancels=[job], queue=False)
     return model_choice
+
+
+def _input_handler(page: Page) -> Any:
+    """On a new input: the sliders take its duration, the sizes its own; a file that is no video is refused now."""
+    import gradio as gr
+
+    lim = page.limits
+
+    def on_input(path: str | None, model_value: str) -> tuple:
+        if not path:
+            return (gr.update(maximum=1, value=0), gr.update(maximum=lim.max_seconds, value=lim.max_seconds),
+                    gr.update(choices=page.size_choices(None, model_value), value="auto"), _status(""))
+        try:
+            info = _probe(path)
+        except Exception as e:  # not a video: say so now, before anyone presses Separate
+            return gr.update(), gr.update(), gr.update(), _status(failure(e, [path]))
+        dur = max(math.floor(seconds(info) * 100) / 100, 0.01)  # the sliders' step
+        return (gr.update(maximum=dur, value=0),
+                gr.update(maximum=max(min(dur, lim.max_seconds), 0.1), value=max(min(dur, lim.max_seconds), 0.1)),
+                gr.update(choices=page.size_choices(info, model_value), value="auto"), _status(""))
+
+    return on_input
 
 
 def _safe_estimate(page: Page) -> Any:
