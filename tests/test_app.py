@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from app_gate import GATED_MAIN
 from helpers import make_frames, make_video
 
 from centrifuge import cli
@@ -233,7 +234,12 @@ const videos = [...document.querySelectorAll('.layer-video video')].filter(v => 
 Promise.all(videos.map(v => new Promise(ok => {
   const report = () => ok({src: v.currentSrc, duration: v.duration, error: v.error && v.error.code});
   if (v.readyState >= 1) report(); else { v.onloadedmetadata = report; v.onerror = report; }
-}))).then(meta => done(meta)).catch(e => done(String(e)));
+}))).then(async meta => {
+  for (const v of videos) { v.muted = true; await v.play(); }
+  // until every video has advanced (however long that takes; the script timeout bounds a video that never does)
+  while (!videos.every(v => v.currentTime > 0)) await new Promise(ok => setTimeout(ok, 50));
+  done(meta.map((m, i) => ({...m, played: videos[i].currentTime > 0})));
+}).catch(e => done(String(e)));
 """
 
 _PLAYING = """
@@ -263,7 +269,8 @@ def test_page_separates_a_video(servers, browser, tmp_path):
     assert isinstance(meta, list) and len(meta) == 2, meta
     duration = probe(video).duration
     for m in meta:
-        assert m["error"] is None and abs(m["duration"] - duration) <= 1 / 25 + 1e-3, (m, duration)
+        assert m["error"] is None and m["played"], m
+        assert abs(m["duration"] - duration) <= 1 / 25 + 1e-3, (m, duration)
     slots = [int(s) for s in status.split("slots ")[1].split(")")[0].split(", ")]
     assert [Path(m["src"]).name for m in meta] == ["layer_0.mp4", "layer_1.mp4"]
     captions = _text(browser, "#layer-grid .caption")
@@ -322,9 +329,9 @@ def test_an_example_fills_the_input_in_one_click_and_plays(servers, browser):
     _playing(browser, "#input")
 
 
-def _start_a_long_job(servers, browser, tmp_path) -> tuple[Server, Path]:
-    """Upload a 150-frame video, press Separate and wait until its job writes; returns the server and the
-    job's folder (other tests' finished jobs may be there too)."""
+def _start_a_held_job(servers, browser, tmp_path) -> tuple[Server, Path]:
+    """Upload a 150-frame video, press Separate and wait until its job is held in the gate at its first chunk
+    (see ``app_gate.py``); returns the server and the job's folder (other tests' finished jobs may be there)."""
     from selenium.webdriver.common.by import By
 
     srv = servers()
@@ -333,18 +340,21 @@ def _start_a_long_job(servers, browser, tmp_path) -> tuple[Server, Path]:
     browser.get(srv.url)
     _upload(browser, video)
     before = set(srv.tmp.glob("centrifuge-app-*/jobs/job-*"))
+    srv.hold()
     browser.find_element(By.CSS_SELECTOR, "#separate").click()
-    job = _wait(lambda: [p.parent for p in srv.tmp.glob("centrifuge-app-*/jobs/job-*/layers")
-                         if p.parent not in before], "the job to start")
+    _wait(lambda: srv.running() == [video.name], "the job to start")
+    job = [p for p in srv.tmp.glob("centrifuge-app-*/jobs/job-*") if p not in before]
+    assert len(job) == 1 and not _text(browser, STATUS).startswith("Done")  # held: still running
     return srv, job[0]
 
 
 def test_cancel_stops_a_running_job_and_removes_its_folder(servers, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    srv, job = _start_a_long_job(servers, browser, tmp_path)
+    srv, job = _start_a_held_job(servers, browser, tmp_path)
     browser.find_element(By.CSS_SELECTOR, "#cancel").click()
     _wait(lambda: _text(browser, STATUS).startswith("Cancelled: the job stops"), "the cancellation")
+    srv.open_gate()  # the job goes on to its next chunk, where it finds itself cancelled
     _wait(lambda: not job.exists(), "the job's folder to go")
     assert srv.proc.poll() is None and not _text(browser, STATUS).startswith("Done")
 
@@ -499,8 +509,7 @@ def test_sigint_stops_a_server_started_with_sigint_ignored(tmp_path, tiny_model)
 
 
 def test_ctrl_c_during_a_job_leaves_nothing(servers, browser, tmp_path):
-    srv, _ = _start_a_long_job(servers, browser, tmp_path)
-    assert not _text(browser, STATUS).startswith("Done")  # still running
+    srv, _ = _start_a_held_job(servers, browser, tmp_path)  # the job waits in the gate until the server stops
     children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
     assert srv.interrupt() == 0
     assert srv.leftovers() == []
