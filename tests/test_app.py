@@ -54,6 +54,16 @@ def test_app_without_gradio_is_one_line(monkeypatch, capsys):
     assert err == ['centrifuge: error: the web page needs Gradio: pip install "visual-centrifuge[app]"']
 
 
+def test_progress_words_say_what_happens():
+    from centrifuge.app_text import progress_line
+
+    started = time.monotonic() - 10
+    assert progress_line(0, 96, started).startswith("Starting: reading the video and loading the model")
+    assert progress_line(48, 96, started).startswith("48/96 frames separated, about ")
+    writing = progress_line(96, 96, started)  # the outputs are written after the last frame: no "0 s left"
+    assert writing.startswith("All 96 frames separated; writing") and "left" not in writing
+
+
 def test_app_bad_model_is_one_line(tmp_path, capsys):
     assert cli.main(["app", "--model", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -433,9 +433,10 @@ def _blend_tab(page: Page) -> None:
             if not (path_a and path_b):
                 raise CentrifugeError("a blend needs two clips: upload them, or click an example")
             paths = [path_a, path_b]
+            report = text.progress_reporter(progress, "frames of the blend", "writing the preview and the sheet")
             folder, fig, files, info = blend_job(page.jobs, paths, page.limits, model=page.model_path(model_value),
                                                  device=page.device, key=f"{request.session_hash}:blend",
-                                                 on_progress=text.progress_reporter(progress, "frames of the blend"))
+                                                 on_progress=report)
         except Exception as e:  # the page must survive any job
             return {status: _status(failure(e, [path_a, path_b])), table: "", preview: None, truth: None, state: None}
         shown = [shipped_name(p) for p in paths]  # by content: an upload's file name proves nothing

@@ -80,7 +80,7 @@ def model_card(info: dict[str, Any], name: str) -> str:
     if seen:
         rows.append(("clips it was trained on", ", ".join(seen) + " (on these, results show memory, not what a new "
                      "video gets)"))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| model card | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def _rgb(values: list[float]) -> str:
@@ -137,23 +137,26 @@ def downloads_html(files: list[tuple[str, Path]]) -> str:
     return f'<div class="downloads"><p><strong>Downloads</strong></p><ul>{items}</ul></div>'
 
 
-def progress_line(done: int, total: int, started: float, what: str = "frames") -> str:
+WRITING = "writing the preview, the contact sheet and the downloads"
+
+
+def progress_line(done: int, total: int, started: float, what: str = "frames", finishing: str = WRITING) -> str:
     """The progress bar's words: what is happening now, and an estimate of what is left once it means something."""
     if done <= 0:
         return ("Starting: reading the video and loading the model (a few seconds; the first window of frames "
                 "takes longest)")
     if done >= total:
-        return f"All {total} {what} separated; writing the preview, the contact sheet and the downloads"
+        return f"All {total} {what} separated; {finishing}"
     left = (time.monotonic() - started) / done * (total - done)
     return f"{done}/{total} {what} separated, about {left:.0f} s left"
 
 
-def progress_reporter(progress: Any, what: str = "frames") -> Callable[[int, int], None]:
+def progress_reporter(progress: Any, what: str = "frames", finishing: str = WRITING) -> Callable[[int, int], None]:
     """An ``on_progress(done, total)`` callback that drives a Gradio progress bar with :func:`progress_line`."""
     started = time.monotonic()
 
     def report(done: int, total: int) -> None:
-        progress((done, total), desc=progress_line(done, total, started, what), unit=what)
+        progress((done, total), desc=progress_line(done, total, started, what, finishing), unit=what)
 
     return report
 
