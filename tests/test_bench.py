@@ -13,14 +13,13 @@ from helpers import make_video
 
 from centrifuge.bench import BenchSettings, format_report, predictor_parts, run_bench
 from centrifuge.cli import main
+from centrifuge.devices import cpu_has_fast_bf16, resolve_precision
 from centrifuge.inference import (
     CpuKernels,
     OneDNNUnit3D,
-    cpu_has_fast_bf16,
     fold_batch_norm,
     onednn_available,
     prepare_for_inference,
-    resolve_precision,
 )
 from centrifuge.model import ModelConfig, Predictor, PredictorCorrector, Unit3D
 

@@ -111,7 +111,7 @@ def _progress_reporter(progress: Any) -> Callable[[int, int], None]:
 
 def _failure(e: BaseException, inputs: list[str | None]) -> str:
     """The page's one line for a failed job; ``inputs`` (upload paths in the server's cache) are shown by name."""
-    from .cli import USER_ERRORS, error_line
+    from .errors import USER_ERRORS, error_line
 
     if isinstance(e, Stopped):
         return "**Stopped:** the server is shutting down."
@@ -262,7 +262,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
           limits: Limits | None = None) -> int:
     """Run the page until Ctrl-C or SIGTERM; everything written is removed on the way out."""
     from .checkpoint import read_model_info
-    from .train import pick_device
+    from .devices import pick_device
 
     limits = limits or Limits()
     pick_device(device)  # a bad device or model is one line now, not an error on the page later
