@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ClipSpec",
     "sample_clip",
+    "window_starts",
+    "centre_crop",
+    "loop_clip",
     "FrameCache",
     "BlendDataset",
     "PairDataset",
@@ -71,14 +74,28 @@ class ClipSpec:
         return round((self.augment.zoom if self.augment else self.resize_factor) * self.size)
 
 
+def window_starts(num_frames: int, frames: int, windows: int) -> list[int]:
+    """Starts of ``windows`` evenly spaced windows of ``frames`` frames: window ``k`` starts ``(k + 1/2) /
+    windows`` of the way through the possible starts (a single window is the centre window); duplicates go."""
+    slack = max(num_frames - frames, 0)
+    starts = [(2 * k + 1) * slack // (2 * windows) for k in range(windows)]
+    return list(dict.fromkeys(starts))
+
+
+def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` square of ``[T, H, W, 3]`` frames (a view)."""
+    _, h, w, _ = frames.shape
+    y, x = (h - size) // 2, (w - size) // 2
+    return frames[:, y:y + size, x:x + size]
+
+
 def _window_start(num_frames: int, spec: ClipSpec, rng: random.Random | None) -> int:
-    slack = max(0, num_frames - spec.frames)
     if spec.train:
-        return (rng or random).randint(0, slack)
-    return slack // 2
+        return (rng or random).randint(0, max(0, num_frames - spec.frames))
+    return window_starts(num_frames, spec.frames, 1)[0]  # the centre window
 
 
-def _loop(clip: np.ndarray, frames: int) -> np.ndarray:
+def loop_clip(clip: np.ndarray, frames: int) -> np.ndarray:
     """Repeat a short clip in time until it has ``frames`` frames."""
     if len(clip) == 0:
         raise VideoError("empty clip")
@@ -101,8 +118,7 @@ def _crop_flip(clip: np.ndarray, spec: ClipSpec, rng: random.Random | None) -> n
         if r.random() < 0.5:
             clip = clip[:, :, ::-1]
     else:
-        y, x = (h - s) // 2, (w - s) // 2
-        clip = clip[:, y : y + s, x : x + s]
+        clip = centre_crop(clip, s)
     return np.ascontiguousarray(clip)
 
 
@@ -130,7 +146,7 @@ def sample_clip(
         # The frame count was an estimate that overshot: take the last frames that really exist.
         end = start + len(clip)
         clip = read_video(path, max(0, end - spec.frames) if len(clip) else 0, spec.frames, spec.decode_size)
-    return _crop_flip(_loop(clip, spec.frames), spec, rng)
+    return _crop_flip(loop_clip(clip, spec.frames), spec, rng)
 
 
 class FrameCache:
@@ -174,7 +190,7 @@ class FrameCache:
         if frames is None:
             raise VideoError(f"video failed to decode: {self.paths[index]}")
         start = _window_start(len(frames), self.spec, rng)
-        clip = _loop(frames[start : start + self.spec.frames], self.spec.frames)
+        clip = loop_clip(frames[start : start + self.spec.frames], self.spec.frames)
         return _crop_flip(clip, self.spec, rng)
 
 

@@ -15,24 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data import centre_crop, loop_clip, window_starts
 from ..errors import CentrifugeError
 from ..video import VideoError, read_video
 from .settings import MIN_HELD_OUT_VIDEOS, Video
 
 log = logging.getLogger("centrifuge")
-
-def window_starts(num_frames: int, frames: int, windows: int) -> list[int]:
-    """Starts of ``windows`` evenly spaced windows of ``frames`` frames: window ``k`` starts ``(k + 1/2) /
-    windows`` of the way through the possible starts (a single window is the centre window); duplicates go."""
-    slack = max(num_frames - frames, 0)
-    starts = [(2 * k + 1) * slack // (2 * windows) for k in range(windows)]
-    return list(dict.fromkeys(starts))
-
-
-def _centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    _, h, w, _ = frames.shape
-    y, x = (h - size) // 2, (w - size) // 2
-    return frames[:, y:y + size, x:x + size]
 
 
 @dataclass
@@ -71,10 +59,8 @@ def load_clip_set(videos: Sequence[Video], frames: int, size: int, windows: int)
         if min(data.shape[1:3]) < size:
             raise CentrifugeError(f"{v.path} decodes smaller than {size} pixels")
         for start in window_starts(len(data), frames, windows):
-            window = data[start:start + frames]
-            if len(window) < frames:  # shorter than a clip: loop it, as training does
-                window = window[np.arange(frames) % len(window)]
-            clips.append(np.ascontiguousarray(_centre_crop(window, size)))
+            window = loop_clip(data[start:start + frames], frames)  # shorter than a clip: looped, as in training
+            clips.append(np.ascontiguousarray(centre_crop(window, size)))
             video_idx.append(len(kept))
             starts.append(start)
         kept.append(v)
