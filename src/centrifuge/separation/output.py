@@ -5,10 +5,11 @@
 outputs are upright and carry no rotation.
 
 The output folder is locked for the run; all files are written into a hidden temporary folder and published
-only after the whole run succeeded, by one rename of the whole folder (new or empty output folder) or with
-``layers.json`` moved in last as the mark of a finished set (``--overwrite`` into a non-empty folder), so an
-interrupted run leaves no ``layer_*.mp4``, ``preview.mp4``, ``contact.png`` or ``layers.json`` behind (see
-:class:`Output` and docs/reliability.md). The input is only read, and a run that would replace it is refused.
+only after the whole run succeeded, by one rename of the whole folder (a new output folder) or with
+``layers.json`` moved in last as the mark of a finished set (an existing folder, which keeps its identity:
+inode, mode, owner, ACLs), so an interrupted run leaves no ``layer_*.mp4``, ``preview.mp4``, ``contact.png`` or
+``layers.json`` behind (see :class:`Output` and docs/reliability.md). The input is only read, and a run that
+would replace it is refused.
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ class Output:
     """Where a run's files are made until :meth:`publish` publishes them all at once.
 
     The output folder is locked for the whole run (``centrifuge.locks``), so temporary folders of other runs
-    found in it are stale (their runs were killed) and are removed. A new or empty output folder is built
-    whole beside it, in ``.NAME.separate-*.part``, and :meth:`commit` renames that folder over it: a reader sees
-    all the outputs or none. Into a non-empty folder (``overwrite``), files are made in a hidden
-    ``.separate-*.part`` folder inside it, and :meth:`commit` removes the old ``layers.json`` first and moves the
-    new one in last, so ``layers.json`` marks a finished set. Only the tool's own files are replaced or removed:
-    the names written now, and the outputs the previous ``layers.json`` lists.
+    found in it are stale (their runs were killed) and are removed. A new output folder is built whole beside
+    it, in ``.NAME.separate-*.part``, and :meth:`commit` renames that folder over the empty one this run made: a
+    reader sees all the outputs or none. An existing folder (empty, or not empty with ``overwrite``) is the
+    user's: it is written into, never replaced. Files are made in a hidden ``.separate-*.part`` folder inside
+    it, and :meth:`commit` removes the old ``layers.json`` first and moves the new one in last, so
+    ``layers.json`` marks a finished set. Only the tool's own files are replaced or removed: the names written
+    now, and the outputs the previous ``layers.json`` lists. An existing folder this user may not write into
+    is refused before any work.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], overwrite: bool, input_path: Path | None):
@@ -74,6 +77,9 @@ class Output:
         self.dir = Path(os.path.realpath(out_dir))
         if self.dir.exists() and not self.dir.is_dir():
             raise CentrifugeError(f"output path exists and is not a folder: {out_dir}")
+        existed = self.dir.is_dir()
+        if existed and not os.access(self.dir, os.W_OK | os.X_OK):
+            raise CentrifugeError(f"cannot write into the output folder {out_dir}: permission denied")
         self._hold = contextlib.ExitStack()
         try:
             self._hold.enter_context(hold_folder(self.dir, "output folder", remove_if_empty=True))
@@ -84,7 +90,8 @@ class Output:
             self.previous = _listed_outputs(self.dir)
             if input_path is not None:
                 self._refuse_input(input_path)
-            self.whole = not entries and not os.path.ismount(self.dir) and os.access(self.dir.parent, os.W_OK)
+            # one rename publishes a folder this run made; an existing one keeps its identity
+            self.whole = not existed and not os.path.ismount(self.dir) and os.access(self.dir.parent, os.W_OK)
             prefix = f".{self.dir.name}{_TMP_PREFIX}" if self.whole else _TMP_PREFIX
             self.tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=_TMP_SUFFIX,
                                              dir=self.dir.parent if self.whole else self.dir))
@@ -150,7 +157,7 @@ class Output:
             os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the output folder gets the usual permissions
             fsync(self.tmp)
             # ... then one rename publishes them all
-            os.rename(self.tmp, self.dir)  # over the empty folder
+            os.rename(self.tmp, self.dir)  # over the empty folder this run made
         else:
             final = set(names.values())
             (self.dir / META_NAME).unlink(missing_ok=True)  # from here on the folder is not a finished set
