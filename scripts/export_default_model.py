@@ -3,7 +3,9 @@
 Usage: python scripts/export_default_model.py RUN_DIR "DATA DESCRIPTION" "HARDWARE DESCRIPTION"
 
 A run started with ``--init OTHER_RUN`` (fine-tuning) counts the iterations and training time of the runs it
-started from too, following the chain of ``init`` run folders.
+started from too, following the chain of ``init`` run folders. The preset recorded is the shipped one the run
+follows (same model and the same clips, batch and optimizer), or ``custom`` where none does: a run folder
+keeps the settings a preset gave, not the preset's name.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from centrifuge.checkpoint import default_model_path, load_model, read_model_info, save_weights
+from centrifuge.config import list_presets, load_preset
 from centrifuge.evaluate import trained_clip_names
 from centrifuge.model import ModelConfig
+
+#: The training fields that tell the shipped presets apart (flags such as --iterations or --lr may change others).
+PRESET_FIELDS = ("frames", "size", "batch_size", "optimizer")
 
 
 def lineage(run_dir: Path) -> list[dict[str, Any]]:
@@ -26,22 +32,33 @@ def lineage(run_dir: Path) -> list[dict[str, Any]]:
     return before + [state]
 
 
-def main(run_dir: Path, data: str, hardware: str) -> None:
+def run_preset(model: ModelConfig, train: dict[str, Any]) -> str:
+    """The shipped preset whose model and :data:`PRESET_FIELDS` the run has, else ``"custom"``."""
+    for name in list_presets():
+        preset_model, preset_train = load_preset(name)
+        if preset_model == model and all(getattr(preset_train, f) == train.get(f) for f in PRESET_FIELDS):
+            return name
+    return "custom"
+
+
+def main(run_dir: Path, data: str, hardware: str, out: Path | None = None) -> Path:
+    """Write the run's weights and provenance to ``out`` (default: the packaged model); returns the path."""
     chain = lineage(run_dir)
     state = chain[-1]
     model, _ = load_model(run_dir)
     cfg, _, _ = read_model_info(run_dir)
     train = state["train"]
     info = {"step": sum(s["step"] for s in chain), "train": {"frames": train["frames"], "size": train["size"]},
-            "preset": "cpu-small", "data": data, "hardware": hardware,
+            "preset": run_preset(cfg, train), "data": data, "hardware": hardware,
             "phases": [{"run": Path(s["train"]["out"]).name, "iterations": s["step"], "lr": s["train"]["lr"],
                         "augment": s["train"].get("augment", False)} for s in chain],
             "wall_time_s": round(sum(s.get("elapsed_s", 0.0) for s in chain)), "final_train_loss": state.get("loss"),
             # what `centrifuge evaluate --exclude-trained` leaves out (file names of every phase's videos)
             "trained_on": sorted(trained_clip_names(run_dir))}
-    out = default_model_path()
+    out = out or default_model_path()
     save_weights(out, model, ModelConfig.from_dict(cfg.to_dict()), info)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
+    return out
 
 
 if __name__ == "__main__":

@@ -95,3 +95,32 @@ def broken_compile(fn, **kwargs):
     def call(*args):
         raise RuntimeError("no compiler here")
     return call
+
+
+def make_not_videos(root: str | Path) -> dict[str, Path]:
+    """Tiny files FFmpeg opens that are not moving pictures, by kind: text (read by FFmpeg's tty demuxer),
+    PNG and JPEG stills, a one-frame H.264 video, a one-frame GIF, audio only and subtitles."""
+    from PIL import Image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    frame = make_frames(1, 32, 32)[0]
+    files = {kind: root / name for kind, name in [
+        ("text", "notes.txt"), ("png", "still.png"), ("jpeg", "still.jpg"), ("one-frame video", "one.mp4"),
+        ("one-frame gif", "one.gif"), ("audio", "audio.m4a"), ("subtitles", "subs.srt")]}
+    files["text"].write_text("Notes on the clips to separate.\n" * 60)  # long enough for FFmpeg's text probe
+    Image.fromarray(frame).save(files["png"])
+    Image.fromarray(frame).save(files["jpeg"])
+    Image.fromarray(frame).save(files["one-frame gif"])
+    make_video(files["one-frame video"], frames=1, width=32, height=32)
+    make_audio_only(files["audio"])
+    files["subtitles"].write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n\n2\n00:00:03,000 --> 00:00:04,000\nBye\n")
+    return files
+
+
+def make_gif(path: str | Path, frames: int = 4, width: int = 32, height: int = 32) -> None:
+    """An animated GIF of ``make_frames`` content at 25 frames/s."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in make_frames(frames, width, height)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)

@@ -1,7 +1,8 @@
 """``centrifuge app`` in a real headless browser (Debian's chromium and chromium-driver), and its command line.
 
-The browser tests start the server as a user would (``python -m centrifuge app``) with a tiny model, its
-temporary files under a folder of the test's own (``TMPDIR``), and drive the page with Selenium. Set
+The browser tests start the server as a user would (``python -m centrifuge app``, plus the test gate of
+``app_gate.py`` that holds a job where a test needs it running) with a tiny model, its temporary files under a
+folder of the test's own (``TMPDIR``), and drive the page with Selenium. Set
 ``CENTRIFUGE_APP_SCREENSHOT=path.png`` to save the page after the separation.
 """
 
@@ -23,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from app_gate import GATED_MAIN
 from helpers import make_video
 
 from centrifuge import cli
@@ -76,14 +78,17 @@ class Server:
     def __init__(self, folder: Path, model: Path):
         self.tmp = folder / "tmp"
         self.cwd = folder / "cwd"
-        self.tmp.mkdir()
-        self.cwd.mkdir()
+        self.gate = folder / "gate"
+        for d in (self.tmp, self.cwd, self.gate):
+            d.mkdir()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = {**os.environ, "TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1"}
+        tests = str(Path(__file__).parent)
+        env = {**os.environ, "TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1", "CENTRIFUGE_TEST_GATE": str(self.gate),
+               "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "centrifuge", "app", "--port", str(port), "--model", str(model), "--device", "cpu",
+            [sys.executable, "-c", GATED_MAIN, "app", "--port", str(port), "--model", str(model), "--device", "cpu",
              "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-seconds", "20"],
             cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             preexec_fn=_sigint_as_in_a_terminal)
@@ -114,6 +119,21 @@ class Server:
         """Ctrl-C, then the exit status."""
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout=WAIT_S)
+
+    def hold(self) -> None:
+        """From now on, jobs wait in the gate at their first written chunk (see ``app_gate.py``)."""
+        for p in self.gate.iterdir():
+            p.unlink()
+        (self.gate / "hold").touch()
+
+    def running(self) -> list[str]:
+        """Names of the videos whose jobs wait in the gate (``hold``)."""
+        return sorted(p.name.removeprefix("running-") for p in self.gate.glob("running-*"))
+
+    def open_gate(self) -> None:
+        """Let held jobs go on, and hold no more."""
+        (self.gate / "release").touch()
+        (self.gate / "hold").unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         return sorted(str(p.relative_to(self.tmp.parent)) for d in (self.tmp, self.cwd) for p in d.rglob("*"))
@@ -201,7 +221,8 @@ Promise.all(videos.map(v => new Promise(ok => {
   if (v.readyState >= 1) report(); else { v.onloadedmetadata = report; v.onerror = report; }
 }))).then(async meta => {
   for (const v of videos) { v.muted = true; await v.play(); }
-  await new Promise(ok => setTimeout(ok, 300));
+  // until every video has advanced (however long that takes; the script timeout bounds a video that never does)
+  while (!videos.every(v => v.currentTime > 0)) await new Promise(ok => setTimeout(ok, 50));
   done(meta.map((m, i) => ({...m, played: videos[i].currentTime > 0})));
 }).catch(e => done(String(e)));
 """
@@ -247,17 +268,20 @@ def test_two_tabs_running_at_once_get_their_own_results(servers, browser, tmp_pa
     from selenium.webdriver.common.by import By
 
     server = servers()
-    videos = {40: tmp_path / "forty.mp4", 12: tmp_path / "twelve.mp4"}  # the first still runs when the second starts
+    videos = {40: tmp_path / "forty.mp4", 12: tmp_path / "twelve.mp4"}
     for frames, path in videos.items():
         make_video(path, frames=frames, seed=frames)
     tabs = []
-    for frames, path in videos.items():
-        browser.switch_to.new_window("tab")
-        browser.get(server.url)
-        _upload(browser, path)
-        browser.find_element(By.CSS_SELECTOR, "#separate").click()
-        tabs.append((browser.current_window_handle, frames, path))
+    server.hold()  # each job waits in the gate: both must be there at once
     try:
+        for frames, path in videos.items():
+            browser.switch_to.new_window("tab")
+            browser.get(server.url)
+            _upload(browser, path)
+            browser.find_element(By.CSS_SELECTOR, "#separate").click()
+            tabs.append((browser.current_window_handle, frames, path))
+        _wait(lambda: len(server.running()) == 2, "both jobs running at once")
+        server.open_gate()
         for handle, frames, path in tabs:
             browser.switch_to.window(handle)
             status = _wait(lambda: _text(browser, STATUS).strip(), "the status line")
@@ -267,6 +291,7 @@ def test_two_tabs_running_at_once_get_their_own_results(servers, browser, tmp_pa
             tabs[tabs.index((handle, frames, path))] = (handle, frames, {str(Path(link).parent) for link in links})
         assert tabs[0][2].isdisjoint(tabs[1][2])  # each tab's files come from its own job folder
     finally:
+        server.open_gate()
         for handle, *_ in tabs:
             browser.switch_to.window(handle)
             browser.close()
@@ -307,10 +332,12 @@ def test_ctrl_c_during_a_job_leaves_nothing(servers, browser, tmp_path):
     video = tmp_path / "long.mp4"
     make_video(video, frames=150)
     browser.get(srv.url)
+    srv.hold()  # the job waits in the gate until the server stops
     _upload(browser, video)
     browser.find_element(By.CSS_SELECTOR, "#separate").click()
-    _wait(lambda: list(srv.tmp.glob("centrifuge-app-*/jobs/job-*/layers")), "the job to start")
-    assert not _text(browser, STATUS).startswith("Done")  # still running
+    _wait(lambda: len(srv.running()) == 1, "the job to start")
+    assert list(srv.tmp.glob("centrifuge-app-*/jobs/job-*"))
+    assert not _text(browser, STATUS).startswith("Done")  # still running: held
     children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
     assert srv.interrupt() == 0
     assert srv.leftovers() == []

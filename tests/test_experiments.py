@@ -320,7 +320,10 @@ def test_cli(videos, models_dir, tmp_path, capsys):
     assert "--overwrite" in _one_error_line(capsys)
     assert main(["experiment", "baselines", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "no such file or folder" in _one_error_line(capsys)
-    model = next(models_dir.glob("p2-Mixed_5c-*"))
+    # this run's own Mixed_5c model (the shared folder may hold others that earlier tests trained)
+    model = Path(next(m["path"] for m in json.loads((out / "results.json").read_text())["models"]
+                      if m["config"]["final_endpoint"] == "Mixed_5c")).parent
+    assert model.parent == models_dir and model.name.startswith("p2-Mixed_5c-")
     assert main(["experiment", "layers", "--data", str(videos), "--out", str(tmp_path / "y"), "--model",
                  str(model), "--frames", "4", "--size", "32"]) == 2
     assert "--model" in _one_error_line(capsys)

@@ -65,15 +65,26 @@ def test_two_jobs_at_once_keep_their_own_results(tmp_path, tiny_model):
     make_video(videos[1], frames=14, seed=2)
     jobs = Jobs(tmp_path / "jobs")
     results = {}
+    # Both jobs wait for each other after their first written chunk: they really overlap (jobs run one after
+    # the other would break the barrier, and the test, instead of passing without overlapping).
+    both_running = threading.Barrier(2, timeout=120)
+    met = set()
+
+    def meet(done, total):
+        if done and threading.get_ident() not in met:  # each job's first written chunk, once
+            met.add(threading.get_ident())
+            both_running.wait()
 
     def run(video):
-        results[video.name] = separate_job(jobs, video, Limits(), model=tiny_model, device="cpu")
+        results[video.name] = separate_job(jobs, video, Limits(), model=tiny_model, device="cpu",
+                                           on_progress=meet)
 
     threads = [threading.Thread(target=run, args=(v,)) for v in videos]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(met) == 2 and not both_running.broken
     a, b = results["a.mp4"], results["b.mp4"]
     assert a.folder != b.folder
     assert a.result.metadata["input"]["frames"] == 10 and b.result.metadata["input"]["frames"] == 14

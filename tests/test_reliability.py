@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_video
+from helpers import make_not_videos, make_video
 from safetensors.torch import load_file
 
 import centrifuge.monitor as monitor_module
@@ -54,6 +54,7 @@ def corpus(tmp_path_factory) -> Path:
     write_video(root / "pixel.mp4", np.random.default_rng(0).integers(0, 256, (6, 1, 1, 3), dtype=np.uint8), 25)
     _model(root / "tiny.safetensors")
     _model(root / "nan.safetensors", nan=True)
+    _model(root / "one.safetensors", ModelConfig(n_layers=1, width=0.125, final_endpoint="Mixed_3c"))
     presets = {"list": [1, 2], "null": {"model": None, "train": None}, "eight": {"train": {"batch_size": "eight"}},
                "two": {"model": {"n_layers": "two"}}, "typo": {"train": {"batch": 2}}, "bool": {"train": {"lr": True}}}
     for name, content in presets.items():
@@ -65,6 +66,11 @@ def corpus(tmp_path_factory) -> Path:
     (prev / "layers.json").write_text(json.dumps({"files": {"layers": ["layer_0.mp4"]}}))
     (root / "link.mp4").symlink_to(prev / "layer_0.mp4")
     os.link(prev / "layer_0.mp4", root / "hard.mp4")
+    make_not_videos(root / "not")  # notes.txt, still.png, still.jpg, one.mp4, one.gif, audio.m4a, subs.srt
+    (root / "not" / "notes.mp4").write_bytes((root / "not" / "still.png").read_bytes())  # an image named .mp4
+    (root / "exp").mkdir()  # an experiment's data folder: one video and a text file named as one
+    make_video(root / "exp" / "v0.mp4", frames=8, width=32, height=32)
+    (root / "exp" / "v1.mp4").write_bytes((root / "not" / "notes.txt").read_bytes())
     return root
 
 
@@ -101,6 +107,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         (f"{train} --momentum 1", "--momentum"),
         (f"{train} --layers 0", "n_layers"),
         (f"{train} --init {{c}}/nan.safetensors", "non-finite weights"),
+        (f"{train} --init {{c}}/one.safetensors", "this model has 1 output layer, but training separates blends "
+                                                 "of 2 videos into one layer each; start from a model with at least 2"),
+        (f"{train} --layers 1", "the model needs at least 2 output layers"),
         # evaluate
         (f"{ev} {m} --frames 0", "--frames"),
         (f"{ev} {m} --frames -1", "--frames"),
@@ -116,6 +125,23 @@ def _cases() -> list[tuple[str, list[str], str]]:
         (f"{sep} {nan}", "non-finite weights"),
         (f"separate {{c}}/link.mp4 -o {{c}}/prev --overwrite {m} --no-progress", "is the output"),
         (f"separate {{c}}/hard.mp4 -o {{c}}/prev --overwrite {m} --no-progress", "is the output"),
+        # what a video is (centrifuge.video.check_video): every command that reads videos
+        ("separate {c}/not/notes.txt -o {o} --no-progress", "is text"),
+        ("separate {c}/not/still.png -o {o} --no-progress", "still image (PNG)"),
+        ("separate {c}/not/still.jpg -o {o} --no-progress", "still image (JPEG)"),
+        ("separate {c}/not/notes.mp4 -o {o} --no-progress", "still image (PNG)"),
+        ("separate {c}/not/one.mp4 -o {o} --no-progress", "only 1 frame"),
+        ("separate {c}/not/one.gif -o {o} --no-progress", "only 1 frame"),
+        ("separate {c}/not/audio.m4a -o {o} --no-progress", "only audio"),
+        ("separate {c}/not/subs.srt -o {o} --no-progress", "subtitles"),
+        (f"evaluate {{c}}/v0.mp4 {{c}}/not/still.png {m} --json {{o}}", "still image (PNG)"),
+        (f"evaluate {{c}}/v0.mp4 {{c}}/not/notes.txt {m} --json {{o}}", "is text"),
+        (f"train {{c}}/v0.mp4 {{c}}/not/notes.txt --out {{o}} {' '.join(TINY_FLAGS)}", "is text"),
+        (f"{train} --val-data {{c}}/v0.mp4 {{c}}/not/audio.m4a", "only audio"),
+        ("prepare {c}/not/still.jpg --out {o}", "still image (JPEG)"),
+        ("prepare {c}/not/one.mp4 --out {o}", "only 1 frame"),
+        (f"experiment baselines --data {{c}}/exp --out {{o}} {m} --frames 4 --size 32 --device cpu",
+         "fewer than 2 evaluation videos"),
         # bench, prepare, demo
         ("bench --peak-seconds -1 --json {o}", "--peak-seconds"),
         ("bench --frames 0 --json {o}", "--frames"),
@@ -385,11 +411,19 @@ def one_thread(monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def uninterrupted(corpus, tmp_path_factory, one_thread) -> Path:
-    run = tmp_path_factory.getbasetemp() / "uninterrupted"
-    if not (run / CONFIG).exists():  # once per session
-        train(TINY, _tiny_config(corpus, run), progress=False)
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory) -> Path:
+    """The reference run, trained once per module into a folder of its own (never a leftover of another)."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(monitor_module, "measure_peak_flops", lambda *a, **k: 1.0)
+        torch.set_num_threads(1)
+        try:
+            train(TINY, _tiny_config(corpus, run), progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    assert json.loads((run / CONFIG).read_text())["step"] == 6
     return run
 
 

@@ -182,10 +182,14 @@ def test_photo_clips_are_deterministic_inside_blends(photos):
     spec = ClipSpec(frames=3, size=16, train=True)
     a = BlendDataset([], spec, length=4, synth=PhotoSynth([photos], seed=2), seed=9)
     b = BlendDataset([], spec, length=4, synth=PhotoSynth([photos], seed=2), seed=9)
-    random.seed(1)  # the item's randomness comes from its own stream, not the global one
-    first = a[1]["layers"]
-    random.seed(2)
-    assert torch.equal(first, b[1]["layers"])
+    saved = random.getstate()  # the global stream is put back: later tests must not see these seeds
+    try:
+        random.seed(1)  # the item's randomness comes from its own stream, not the global one
+        first = a[1]["layers"]
+        random.seed(2)
+        assert torch.equal(first, b[1]["layers"])
+    finally:
+        random.setstate(saved)
 
 
 def test_far_plane_moves_by_its_fraction_of_the_camera_travel():

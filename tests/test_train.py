@@ -223,14 +223,18 @@ def test_cli_train_missing_data(tmp_path, capsys):
 
 
 def test_resume_keeps_the_fp16_loss_scale(videos, tmp_path):
-    # the GradScaler's scale and growth counter travel with the checkpoint: the counter goes on from 2 to 4
+    # the GradScaler's scale and growth counter travel with the checkpoint. A fresh scaler would start at 2^16
+    # and keep it for 2,000 steps, so the checkpoint's are set to values a fresh one cannot have.
     run = tmp_path / "run"
     first = train(TINY, tiny_config(videos, run, iterations=2, precision="fp16", ckpt_every=1), progress=False)
     assert first["grad_scaler"]["_growth_tracker"] == 2
+    state = json.loads((run / CONFIG).read_text())
+    state["grad_scaler"].update(scale=8.0, _growth_tracker=7)
+    (run / CONFIG).write_text(json.dumps(state))
     resumed = train(TINY, tiny_config(videos, run, iterations=4, precision="fp16", ckpt_every=1), resume=True,
                     progress=False)
-    assert resumed["grad_scaler"]["_growth_tracker"] == 4
-    assert resumed["grad_scaler"]["scale"] == first["grad_scaler"]["scale"]
+    assert resumed["grad_scaler"]["_growth_tracker"] == 9  # 7, then two steps without overflow
+    assert resumed["grad_scaler"]["scale"] == 8.0
 
 
 def test_init_fine_tunes_from_given_weights(videos, tmp_path):

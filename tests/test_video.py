@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
-from helpers import make_audio_only, make_video
+from helpers import make_audio_only, make_gif, make_not_videos, make_video
 
-from centrifuge.video import VideoError, VideoWriter, iter_frames, probe, read_video, write_video
+from centrifuge.errors import CentrifugeError
+from centrifuge.video import (
+    NotAVideoError,
+    VideoError,
+    VideoWriter,
+    check_video,
+    iter_frames,
+    probe,
+    read_video,
+    write_video,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +148,54 @@ def test_writer_rejects_bad_frames(tmp_path):
             w.write(np.zeros((2, 40, 64, 3), dtype=np.uint8))
         w.write(np.zeros((2, 48, 64, 3), dtype=np.uint8))
     assert probe(tmp_path / "x.mp4").num_frames == 2
+
+
+# ---- what a video is (check_video): the one decision every command and the web page use
+
+_NOT_VIDEO_WORDS = {"text": "is text", "png": "still image (PNG)", "jpeg": "still image (JPEG)",
+                    "one-frame video": "only 1 frame", "one-frame gif": "only 1 frame",
+                    "audio": "only audio", "subtitles": "subtitles"}
+
+
+@pytest.fixture(scope="module")
+def not_videos(tmp_path_factory):
+    return make_not_videos(tmp_path_factory.mktemp("not_videos"))
+
+
+@pytest.mark.parametrize("kind", sorted(_NOT_VIDEO_WORDS))
+def test_check_video_refuses_what_is_not_a_moving_picture(not_videos, kind):
+    with pytest.raises(NotAVideoError, match=re.escape(_NOT_VIDEO_WORDS[kind])) as caught:
+        check_video(not_videos[kind])
+    assert isinstance(caught.value, CentrifugeError) and isinstance(caught.value, VideoError)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["text", "png", "audio", "subtitles"])
+def test_every_reader_refuses_files_that_are_not_videos(not_videos, kind):
+    for read in (probe, read_video, lambda p: next(iter_frames(p))):
+        with pytest.raises(NotAVideoError):
+            read(not_videos[kind])
+
+
+def test_check_video_refuses_empty_files_folders_and_image_sequences(tmp_path):
+    (tmp_path / "empty.mp4").touch()
+    with pytest.raises(NotAVideoError, match="is empty"):
+        check_video(tmp_path / "empty.mp4")
+    with pytest.raises(NotAVideoError, match="directory"):
+        check_video(tmp_path)
+    # a file FFmpeg would read as a numbered image sequence (its image2 demuxer)
+    from PIL import Image
+
+    Image.fromarray(make_video(tmp_path / "v.mp4", frames=2, width=16, height=16)[0]).save(tmp_path / "f%03d.png")
+    with pytest.raises(NotAVideoError, match="still image"):
+        check_video(tmp_path / "f%03d.png")
+
+
+def test_check_video_accepts_videos_of_two_frames_and_animated_gifs(tmp_path):
+    make_video(tmp_path / "two.mp4", frames=2, width=16, height=16)
+    info = check_video(tmp_path / "two.mp4")
+    assert (info.num_frames, info.container, info.codec) == (2, "mov,mp4,m4a,3gp,3g2,mj2", "h264")
+    make_gif(tmp_path / "anim.gif", frames=4)
+    info = check_video(tmp_path / "anim.gif")
+    assert (info.num_frames, info.fps, info.container) == (4, 25.0, "gif")
+    assert read_video(tmp_path / "anim.gif").shape == (4, 32, 32, 3)

@@ -31,7 +31,7 @@ from pathlib import Path
 import av
 import av.error
 
-from .video import VideoError, iter_frames, probe
+from .video import VideoError, check_video, iter_frames, probe
 
 __all__ = [
     "MANIFEST",
@@ -103,7 +103,7 @@ def transcode(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: in
     if size < 2 or size % 2:
         raise ValueError(f"size must be an even number >= 2 (H.264 needs even sizes), got {size}")
     src, dst = Path(src), Path(dst)
-    info = probe(src)
+    info = check_video(src)
     rate = Fraction(info.fps).limit_denominator(1001)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.part.mp4")  # hidden: list_videos never picks it up

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from .video import VideoError
-
 
 class CentrifugeError(Exception):
     """Bad input or an impossible request; the message is for the user."""
@@ -11,6 +9,10 @@ class CentrifugeError(Exception):
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read; the message is for the user."""
+
+
+class VideoError(Exception):
+    """A video cannot be read or written; the message is meant for users (raised by :mod:`centrifuge.video`)."""
 
 
 #: Errors that are the user's input, not our bug: one line, exit status 2, no traceback.

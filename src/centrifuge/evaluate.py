@@ -23,6 +23,7 @@ from .errors import CheckpointError
 from .frames import to_model
 from .losses import identity_outputs, pit_loss, psnr
 from .sources import training_videos
+from .tone import gradient_correlation, split_kind
 
 #: Pairs of video indices to evaluate (all, those touching a held-out set, or a seeded subset).
 choose_pairs = all_pairs
@@ -40,7 +41,9 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     """Mean PIT loss and matched-layer PSNR over ``pairs`` of ``clips`` (``[N, 3, T, H, W]``).
 
     Returns a dict with ``identity_loss``, ``model_loss``, ``ratio``, ``psnr_db``, ``identity_psnr_db``,
-    ``pairs`` and per-pair ``per_pair`` rows (model figures are ``None`` when ``model`` is ``None``).
+    ``gradient_correlation`` (of the two matched model layers: about 0 for a content split, about 1 for tonal
+    variants, :mod:`centrifuge.tone`), ``pairs``, the ``median_ratio`` and ``worst`` of the per-pair ratios, and
+    per-pair ``per_pair`` rows (model figures are ``None`` when ``model`` is ``None``).
     """
     rows: list[dict[str, Any]] = []
     for start in range(0, len(pairs), batch_size):
@@ -55,10 +58,14 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
             m_loss, assign = pit_loss(out, targets)
             matched = torch.gather(out, 1, assign[:, :, None, None, None, None].expand_as(targets))
             m_psnr = psnr(matched, targets).mean(dim=1)
+            m_corr = gradient_correlation(matched[:, 0].float(), matched[:, 1].float())
         for b, (i, j) in enumerate(chunk):
             rows.append({"a": i, "b": j, "identity_loss": id_loss[b].item(), "identity_psnr_db": id_psnr[b].item(),
                          "model_loss": m_loss[b].item() if model is not None else None,
-                         "psnr_db": m_psnr[b].item() if model is not None else None})
+                         "psnr_db": m_psnr[b].item() if model is not None else None,
+                         "gradient_correlation": m_corr[b].item() if model is not None else None})
+    for r in rows:
+        r["ratio"] = r["model_loss"] / max(r["identity_loss"], 1e-12) if r["model_loss"] is not None else None
     n = max(len(rows), 1)
 
     def mean(key: str) -> float | None:
@@ -66,11 +73,21 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
         return sum(vals) / len(vals) if vals else None
 
     result = {"identity_loss": mean("identity_loss"), "model_loss": mean("model_loss"),
-              "identity_psnr_db": mean("identity_psnr_db"), "psnr_db": mean("psnr_db"), "pairs": len(rows)}
+              "identity_psnr_db": mean("identity_psnr_db"), "psnr_db": mean("psnr_db"),
+              "gradient_correlation": mean("gradient_correlation"), "pairs": len(rows)}
     result["ratio"] = (result["model_loss"] / result["identity_loss"]
                        if result["model_loss"] is not None and result["identity_loss"] else None)
+    ratios = sorted((r["ratio"], k) for k, r in enumerate(rows) if r["ratio"] is not None)
+    result["median_ratio"] = _median([x for x, _ in ratios]) if ratios else None
+    result["worst"] = rows[ratios[-1][1]] if ratios else None  # the same row: it gets the clip names too
     result["per_pair"] = rows[:n]
     return result
+
+
+def _median(values: Sequence[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def trained_clip_names(model: str | Path | None) -> set[str]:
@@ -96,12 +113,14 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
 
 def format_pairs(result: dict[str, Any], names: Sequence[str]) -> str:
     """Markdown table of the figures of each pair, clips named."""
-    lines = ["| clip A | clip B | identity PSNR (dB) | model PSNR (dB) | model / identity loss |",
-             "|---|---|---|---|---|"]
+    lines = ["| clip A | clip B | identity PSNR (dB) | model PSNR (dB) | model / identity loss | gradient corr. |",
+             "|---|---|---|---|---|---|"]
     for r in result["per_pair"]:
         ratio = "-" if r["model_loss"] is None else f"{r['model_loss'] / max(r['identity_loss'], 1e-12):.3f}"
         model_psnr = "-" if r["psnr_db"] is None else f"{r['psnr_db']:.2f}"
-        lines.append(f"| {names[r['a']]} | {names[r['b']]} | {r['identity_psnr_db']:.2f} | {model_psnr} | {ratio} |")
+        corr = "-" if r.get("gradient_correlation") is None else f"{r['gradient_correlation']:.2f}"
+        lines.append(f"| {names[r['a']]} | {names[r['b']]} | {r['identity_psnr_db']:.2f} | {model_psnr} | {ratio} "
+                     f"| {corr} |")
     return "\n".join(lines)
 
 
@@ -115,6 +134,14 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
               f"| identity (outputs = blend) | {f(result['identity_loss'], '.4f')} | "
               f"{f(result['identity_psnr_db'], '.2f')} |",
               f"| model | {f(result['model_loss'], '.4f')} | {f(result['psnr_db'], '.2f')} |",
-              f"| model / identity | {f(result['ratio'], '.3f')} | |",
-              f"\n{result['pairs']} pairs, alpha = 0.5"]
+              f"| model / identity | {f(result['ratio'], '.3f')} | |"]
+    if result.get("median_ratio") is not None:
+        worst = result["worst"]
+        names = " + ".join(worst.get("clips", [str(worst["a"]), str(worst["b"])]))
+        corr = result["gradient_correlation"]
+        lines += [f"| median pair, model / identity | {result['median_ratio']:.3f} | |",
+                  f"| worst pair, model / identity ({names}) | {worst['ratio']:.3f} | {worst['psnr_db']:.2f} |",
+                  f"| gradient correlation of the matched layers | {corr:.2f} ({split_kind(corr)}: true layers "
+                  f"about 0, tonal variants about 1) | |"]
+    lines.append(f"\n{result['pairs']} pairs, alpha = 0.5")
     return "\n".join(lines)

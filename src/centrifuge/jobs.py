@@ -31,7 +31,8 @@ from typing import Any
 
 from .errors import CentrifugeError
 from .separate import SeparationResult, separate
-from .video import VideoInfo, probe
+from .video import VideoInfo
+from .video import check_video as check_is_video
 
 #: Finished jobs older than this are removed when a new job starts (an hour: long enough to look and download).
 JOB_MAX_AGE_S = 3600.0
@@ -58,7 +59,7 @@ def check_video(path: str | Path, limits: Limits) -> VideoInfo:
     if size_mb > limits.max_upload_mb:
         raise CentrifugeError(f"{path.name} is {size_mb:.1f} MB; this server takes files up to "
                               f"{limits.max_upload_mb:g} MB (--max-upload-mb)")
-    info = probe(path)
+    info = check_is_video(path)  # what a video is: decided in centrifuge.video for every command
     seconds = info.duration or (info.num_frames / info.fps if info.fps else 0.0)
     if seconds > limits.max_seconds:
         raise CentrifugeError(f"{path.name} lasts {seconds:.1f} s; this server takes videos up to "

@@ -127,10 +127,14 @@ class Monitor:
         if self.validate is not None and (step % cfg.val_every == 0 or step == cfg.iterations):
             average = self.run.average
             v = self.validate(average.model if average is not None else unwrap(self.run.model))
-            for key in ("model_loss", "identity_loss", "ratio", "psnr_db", "identity_psnr_db"):
+            for key in ("model_loss", "identity_loss", "ratio", "psnr_db", "identity_psnr_db", "median_ratio",
+                        "gradient_correlation"):
                 self.writer.add_scalar(f"val/{key}", v[key], step)
-            self.write(f"step {step}: validation loss {v['model_loss']:.4f} = {v['ratio']:.3f} x identity, "
-                       f"PSNR {v['psnr_db']:.2f} dB (identity {v['identity_psnr_db']:.2f}), {v['pairs']} pairs")
+            self.writer.add_scalar("val/worst_ratio", v["worst"]["ratio"], step)
+            self.write(f"step {step}: validation loss {v['model_loss']:.4f} = {v['ratio']:.3f} x identity (median "
+                       f"{v['median_ratio']:.3f}, worst {v['worst']['ratio']:.3f}), PSNR {v['psnr_db']:.2f} dB "
+                       f"(identity {v['identity_psnr_db']:.2f}), gradient correlation {v['gradient_correlation']:.2f}, "
+                       f"{v['pairs']} pairs")
             self.last_val = {k: v[k] for k in ("model_loss", "ratio", "psnr_db", "pairs")}
         if cfg.image_every and step % cfg.image_every == 0:
             _log_images(self.writer, step, *last_batch)

@@ -46,6 +46,7 @@ from .data import BlendDataset, ClipSpec
 from .devices import autocast_dtype, pick_device
 from .distributed import Distributed, StepBatchSampler, on_rank0, split_batch
 from .ema import WeightAverage
+from .errors import CentrifugeError
 from .locks import hold_folder
 from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
@@ -205,6 +206,21 @@ class _Start:
     step: int = 0
 
 
+def check_layers_for_blends(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Refuse (one line) a model with fewer output layers than the videos in each training blend: the loss
+    matches each video to its own layer, so training could only fail at its first step."""
+    n, k = model_cfg.n_layers, cfg.videos_per_blend
+    if n >= k:
+        return
+    layers = f"{n} output layer{'s' * (n != 1)}"
+    if cfg.init:
+        raise CentrifugeError(f"--init {cfg.init}: this model has {layers}, but training separates blends of {k} "
+                              f"videos into one layer each; start from a model with at least {k} output layers "
+                              f"(or drop --init and pass --layers {k})")
+    raise CentrifugeError(f"--layers {n}: training separates blends of {k} videos into one layer each, so the "
+                          f"model needs at least {k} output layers")
+
+
 def _starting_point(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool) -> _Start:
     """The configs and saved state a run starts from; rank 0's hold for every rank, whatever the others were given."""
     out = Path(cfg.out)
@@ -222,15 +238,17 @@ def _starting_point(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig,
 
     ckpt = on_rank0(dist, restore) if resume else None
     if ckpt is not None:
-        return _Start(ckpt["model_cfg"], ckpt["cfg"], ckpt, state=ckpt["state"], step=int(ckpt["state"]["step"]))
-    start = _Start(*on_rank0(dist, lambda: (model_cfg, cfg)))
-    if start.cfg.init:
+        start = _Start(ckpt["model_cfg"], ckpt["cfg"], ckpt, state=ckpt["state"], step=int(ckpt["state"]["step"]))
+    else:
+        start = _Start(*on_rank0(dist, lambda: (model_cfg, cfg)))
+    init_path = None if start.cfg.init == "default" else start.cfg.init
+    if ckpt is None and start.cfg.init:
         # Fine-tuning: the architecture comes with the weights. Rank 0 reads them; DDP hands them to the others.
-        init_path = None if start.cfg.init == "default" else start.cfg.init
         start.model_cfg = on_rank0(dist, lambda: read_model_info(init_path)[0])
-        if dist.is_main:
-            start.init_weights = load_model(init_path)[0].state_dict()
-            log.info("starting from the weights of %s", start.cfg.init)
+    check_layers_for_blends(start.model_cfg, start.cfg)
+    if ckpt is None and start.cfg.init and dist.is_main:
+        start.init_weights = load_model(init_path)[0].state_dict()
+        log.info("starting from the weights of %s", start.cfg.init)
     return start
 
 

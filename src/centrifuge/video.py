@@ -1,12 +1,20 @@
-"""Video I/O with PyAV (FFmpeg): probing, windowed reading, streaming and atomic H.264 writing.
+"""Video I/O with PyAV (FFmpeg): what a video is, probing, windowed reading, streaming and atomic H.264 writing.
 
 Frames are ``numpy.uint8`` arrays ``[T, H, W, 3]`` in RGB, upright (the container's display rotation is
 applied). Every failure in the public functions is raised as :class:`VideoError` with a message meant for
 users; raw PyAV exceptions never leak out.
+
+What a video is (decided here only, docs/reliability.md): FFmpeg opens far more than videos. It renders a
+plain text file as frames of a terminal (its ``tty`` demuxer) and reads a PNG or JPEG as a one-frame stream
+(its image demuxers, ``png_pipe``, ``image2``...). Every reader here refuses, with :class:`NotAVideoError`,
+a file FFmpeg opens with a text or still-image demuxer and a file without a moving video stream (audio only,
+subtitles, a cover picture). :func:`check_video` also refuses fewer than :data:`MIN_FRAMES` decodable frames
+and a stream without a frame rate; the commands call it on each input before any work.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -20,17 +28,34 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-__all__ = ["VideoError", "VideoInfo", "probe", "read_video", "iter_frames", "VideoWriter", "write_video"]
+from .errors import CentrifugeError, VideoError
+
+__all__ = ["VideoError", "NotAVideoError", "VideoInfo", "MIN_FRAMES", "check_video", "probe", "read_video",
+           "iter_frames", "VideoWriter", "write_video"]
 
 DEFAULT_FPS = 25.0
+
+#: A moving picture has at least this many frames: one frame is a still image, whatever its container.
+MIN_FRAMES = 2
+
+# FFmpeg demuxers that turn text into frames: a terminal rendering of the file's characters.
+_TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+# Still-image demuxers besides the "*_pipe" family (png_pipe, jpeg_pipe, webp_pipe...). image2 also reads
+# numbered sequences (frame%04d.png): refused too, as they carry no frame rate (FFmpeg assumes 25).
+_IMAGE_DEMUXERS = frozenset({"image2", "image2pipe", "alias_pix", "brender_pix", "fits", "txd"})
+# A video stream that is a picture, not a moving one: cover art of audio files, HEIF-style stills.
+_STILL_DISPOSITIONS = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
 
 # Errors PyAV raises for unreadable/unwritable media. av's FFmpegError subclasses mix in OSError types,
 # and plain OSError covers permission problems and the like raised before FFmpeg is involved.
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError)
 
 
-class VideoError(Exception):
-    """A video cannot be read or written; the message is meant for users."""
+class NotAVideoError(VideoError, CentrifugeError):
+    """The file is not a moving picture: text, a still image, subtitles, audio only, fewer than
+    :data:`MIN_FRAMES` frames or no frame rate. A user error (one line, exit status 2), and a
+    :class:`VideoError`, so code that skips undecodable videos skips these too."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,8 @@ class VideoInfo:
     height: int
     rotation: int
     duration: float
+    container: str = ""  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "gif"
+    codec: str = ""  # the video stream's codec, e.g. "h264"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -61,19 +88,51 @@ def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
     if not p.exists():
         raise VideoError(f"no such file: {p}")
     if p.is_dir():
-        raise VideoError(f"is a directory, not a video: {p}")
+        raise NotAVideoError(f"is a directory, not a video: {p}")
+    if p.is_file() and p.stat().st_size == 0:
+        raise NotAVideoError(f"not a video: {p} is empty")
     try:
         return av.open(str(p), mode="r")
     except av.error.InvalidDataError as e:
-        raise VideoError(f"not a video (cannot be decoded by FFmpeg): {p}") from e
+        raise NotAVideoError(f"not a video (cannot be decoded by FFmpeg): {p}") from e
     except _AV_ERRORS as e:
         raise VideoError(f"cannot open {p}: {e}") from e
 
 
+def _refuse_non_video(container: av.container.InputContainer, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`NotAVideoError` for a file FFmpeg opened with a text or still-image demuxer."""
+    name = container.format.name
+    if name in _TEXT_DEMUXERS or any(s.codec_context and s.codec_context.name in _TEXT_CODECS
+                                     for s in container.streams.video):
+        raise NotAVideoError(f"not a video: {path} is text (FFmpeg would draw its characters as frames)")
+    if name in _IMAGE_DEMUXERS or name.endswith("_pipe"):
+        kind = name.removesuffix("_pipe").upper() if name.endswith("_pipe") else "an image"
+        hint = " (FFmpeg cannot decode animated WebP: convert it to MP4 or GIF)" if name == "webp_pipe" else ""
+        raise NotAVideoError(f"not a video: {path} is a still image ({kind}){hint}; a video has at least "
+                             f"{MIN_FRAMES} frames (to use an image sequence, encode it as a video first)")
+
+
+def _no_video_stream(container: av.container.InputContainer, path: str | os.PathLike[str]) -> NotAVideoError:
+    """The error for a file without a moving video stream, saying what it holds instead."""
+    types = {s.type for s in container.streams}
+    if container.streams.video:
+        what = "holds only a still picture (cover art), no video stream"
+    elif "audio" in types:
+        what = "holds only audio, no video stream"
+    elif "subtitle" in types:
+        what = "holds subtitles, no video stream"
+    else:
+        what = "has no video stream"
+    return NotAVideoError(f"not a video: {path} {what}")
+
+
 def _video_stream(container: av.container.InputContainer, path: str | os.PathLike[str]) -> av.VideoStream:
-    if not container.streams.video:
-        raise VideoError(f"no video stream in {path}")
-    stream = container.streams.video[0]
+    """The first moving video stream, after refusing files that are not videos (see the module docstring)."""
+    _refuse_non_video(container, path)
+    moving = [s for s in container.streams.video if not s.disposition & _STILL_DISPOSITIONS]
+    if not moving:
+        raise _no_video_stream(container, path)
+    stream = moving[0]
     if stream.codec_context is None:
         raise VideoError(f"no decoder for the video stream ({stream.name}) in {path}")
     # Frame threading is much faster for H.264/HEVC than the default slice threading.
@@ -156,13 +215,40 @@ class _Converter:
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
-    """Read the header (and decode the first frame, for rotation and to check decodability).
+    """Read the header (and decode the first frames, for rotation and to check decodability).
 
     ``num_frames`` is an estimate from duration and frame rate when the container has no frame count.
+    Refuses text, still-image, audio and subtitle files (:class:`NotAVideoError`) but, unlike
+    :func:`check_video`, not a one-frame video.
     """
+    return _probe(path)[0]
+
+
+def check_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """What a video is, for every command and the web page: :func:`probe`'s facts about ``path``, or
+    :class:`NotAVideoError` (a one-line user error) when it is not a moving picture.
+
+    Refused: a missing file or a folder; anything FFmpeg cannot open; plain text (FFmpeg's ``tty`` demuxer);
+    a still image (PNG, JPEG, WebP... and image sequences; FFmpeg's image demuxers); subtitles, audio only or
+    a cover picture (no moving video stream); fewer than :data:`MIN_FRAMES` decodable frames (a one-frame
+    video or GIF is a still image); a stream without a frame rate. Accepted: any video FFmpeg decodes,
+    animated GIF and APNG included (their frame delays give the rate). Costs one open and two decoded frames.
+    """
+    info, decoded, has_rate = _probe(path)
+    if decoded < MIN_FRAMES:
+        raise NotAVideoError(f"not a video: {path} has only {decoded} frame (a still image); a video has at "
+                             f"least {MIN_FRAMES}")
+    if not has_rate:
+        raise NotAVideoError(f"not a video: {path} has no frame rate")
+    return info
+
+
+def _probe(path: str | os.PathLike[str]) -> tuple[VideoInfo, int, bool]:
+    """(facts, frames decoded up to :data:`MIN_FRAMES`, whether the stream states a frame rate)."""
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)
+        has_rate = any(r is not None and r > 0 for r in (stream.average_rate, stream.guessed_rate))
         fps = float(_stream_rate(stream))
         duration = 0.0
         if stream.duration is not None and stream.time_base is not None:
@@ -171,24 +257,19 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration = container.duration / av.time_base
         num_frames = stream.frames if stream.frames and stream.frames > 0 else round(duration * fps)
 
-        first = next(iter(container.decode(stream)), None)
-        if first is None:
+        first = list(itertools.islice(container.decode(stream), MIN_FRAMES))
+        if not first:
             raise VideoError(f"no decodable frames in {path}")
-        rotation = _frame_rotation(first, _metadata_rotation(stream))
-        width, height = first.width, first.height
+        rotation = _frame_rotation(first[0], _metadata_rotation(stream))
+        width, height = first[0].width, first[0].height
         if rotation in (90, 270):
             width, height = height, width
         if duration <= 0 and num_frames > 0:
             duration = num_frames / fps
-        return VideoInfo(
-            path=str(path),
-            num_frames=max(int(num_frames), 1),
-            fps=fps,
-            width=width,
-            height=height,
-            rotation=rotation,
-            duration=duration,
-        )
+        info = VideoInfo(path=str(path), num_frames=max(int(num_frames), len(first)), fps=fps, width=width,
+                         height=height, rotation=rotation, duration=duration, container=container.format.name,
+                         codec=stream.codec_context.name)
+        return info, len(first), has_rate
     except _AV_ERRORS as e:
         raise VideoError(f"cannot read {path}: {e}") from e
     finally:

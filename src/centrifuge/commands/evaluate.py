@@ -40,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from ..devices import autocast_dtype, pick_device
     from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
     from ..memory import check_fits, largest_activation
+    from ..video import check_video
 
     paths = video_paths(args.videos)
     # a video named twice (e.g. a folder and a file in it) would blend with itself
     paths = list(dict.fromkeys(p.resolve() for p in paths))
+    for path in paths:  # every clip is decoded below: refuse a file that is not a video before any work
+        check_video(path)
     if args.exclude_trained is not None:
         from ..evaluate import trained_clip_names
 

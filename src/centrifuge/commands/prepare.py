@@ -31,6 +31,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cache import FAILURES, prepare_cache
+    from ..video import check_video
 
     if args.workers < 0:
         raise CentrifugeError("--workers must be >= 0")
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise CentrifugeError("--gop must be >= 1 and --crf in 0..51")
     if args.size < 2 or args.size % 2:
         raise CentrifugeError(f"--size must be even (H.264 needs even frame sizes), got {args.size}")
+    if os.path.isfile(args.src) and not args.kinetics_csv:
+        check_video(args.src)  # one file named: refused before the cache folder is made
     bar = None
     if not args.no_progress:
         from tqdm import tqdm

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, out: Path, main_rank: bool) -> int:
     from ..train import train
+    from ..video import check_video
 
     exists = (out / CONFIG).exists()
     if exists and not (args.resume or args.overwrite):
@@ -179,9 +180,12 @@ def _run(args: argparse.Namespace, out: Path, main_rank: bool) -> int:
         model_cfg, cfg = configure(args)
     if not cfg.data and not cfg.kinetics_csv and not cfg.file_list and not cfg.photos:
         raise CentrifugeError("no training data: give video folders/files, --kinetics-csv, --file-list or --photos")
-    for item in [*cfg.data, cfg.kinetics_csv, cfg.file_list]:
+    for item in [*cfg.data, *cfg.val_data, cfg.kinetics_csv, cfg.file_list]:
         if item and not Path(item).exists():
             raise CentrifugeError(f"no such file or folder: {item}")
+    for item in [*cfg.data, *cfg.val_data]:
+        if Path(item).is_file():  # a video named on the command line (a folder's are found by extension)
+            check_video(item)
     check_photo_folders(cfg.photos, cfg.cutouts)
     if args.overwrite and exists and main_rank:
         # Start afresh: a crash before the first checkpoint must not leave the old run to be resumed.

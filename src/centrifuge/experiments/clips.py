@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import centre_crop, loop_clip, window_starts
 from ..errors import CentrifugeError
-from ..video import VideoError, read_video
+from ..video import VideoError, check_video, read_video
 from .settings import MIN_HELD_OUT_VIDEOS, Video
 
 log = logging.getLogger("centrifuge")
@@ -46,10 +46,12 @@ class ClipSet:
 
 
 def load_clip_set(videos: Sequence[Video], frames: int, size: int, windows: int) -> ClipSet:
-    """Decode ``windows`` clips of each video (videos that fail to decode are skipped with a warning)."""
+    """Decode ``windows`` clips of each video (videos that fail to decode or are not videos, a one-frame file
+    included, are skipped with a warning)."""
     clips, video_idx, starts, kept = [], [], [], []
     for v in videos:
         try:
+            check_video(v.path)
             data = read_video(v.path, 0, None, size=size)
             if len(data) == 0:
                 raise VideoError(f"no frames decoded from {v.path}")

@@ -82,7 +82,8 @@ class Context:
         self.train_videos, self.videos, self.split_text = split_data(settings)
         if model_run is not None:
             self._warn_if_trained_on_held_out(model_run)
-        self._clips: ClipSet | None = None
+        # Decoded now, before any training: evaluation videos that are not videos (or too few) stop the run at once.
+        self._clips: ClipSet | None = load_clip_set(self.videos, self.frames, self.size, settings.windows)
         self.models: list[ModelRecord] = []
 
     def _warn_if_trained_on_held_out(self, run: dict[str, Any]) -> None:

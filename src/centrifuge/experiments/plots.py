@@ -144,3 +144,47 @@ def image_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], header: Sequenc
             tile = tile.resize((max(1, round(cell * tile.width / tile.height)), cell), Image.BILINEAR)
             img.paste(tile, (label_width + c * (cell + 4), y))
     return img
+
+
+def line_chart(series: dict[str, Sequence[tuple[float, float]]], colours: Sequence[Colour], title: str,
+               xlabel: str = "", ylabel: str = "", reference: tuple[str, float] | None = None,
+               size: tuple[int, int] = (720, 380)) -> Image.Image:
+    """Lines through ``(x, y)`` points, one per series, with dots and a legend; ``reference`` draws a dashed
+    labelled level (e.g. the identity's 1.0)."""
+    width, height = size
+    img = Image.new("RGB", size, WHITE)
+    draw = ImageDraw.Draw(img)
+    font, small, big = _font(13), _font(11), _font(15)
+    ys = [y for pts in series.values() for _, y in pts if math.isfinite(y)] + ([reference[1]] if reference else [])
+    xs = [x for pts in series.values() for x, _ in pts] or [0.0, 1.0]
+    left, right, y0, y1 = 62, width - 16, 58, height - 46
+    draw.text((width // 2, 10), title, fill=BLACK, font=big, anchor="mt")
+    x = left
+    for name, c in zip(series, colours, strict=False):
+        draw.rectangle([x, 34, x + 12, 46], fill=c)
+        draw.text((x + 16, 40), name, fill=BLACK, font=font, anchor="lm")
+        x += 16 + _text_size(draw, name, font)[0] + 20
+    y_of = _value_axis(img, draw, ylabel, (left, right, y0, y1), max(ys) if ys else 1.0)
+    xmax = max(xs) or 1.0
+    step = _nice_step(xmax)
+
+    def x_of(v: float) -> float:
+        return left + (right - left) * v / xmax
+
+    tick = 0.0
+    while tick <= xmax + 1e-9:
+        draw.text((x_of(tick), y1 + 5), f"{tick:g}", fill=BLACK, font=small, anchor="ma")
+        tick += step
+    if xlabel:
+        draw.text(((left + right) // 2, height - 6), xlabel, fill=BLACK, font=font, anchor="mb")
+    if reference is not None:
+        for px in range(left, right, 12):
+            draw.line([(px, y_of(reference[1])), (min(px + 6, right), y_of(reference[1]))], fill=GREY, width=1)
+        draw.text((right - 4, y_of(reference[1]) - 3), reference[0], fill=GREY, font=small, anchor="rd")
+    for pts, c in zip(series.values(), colours, strict=False):
+        line = [(x_of(px), y_of(py)) for px, py in sorted(pts) if math.isfinite(py)]
+        if len(line) > 1:
+            draw.line(line, fill=c, width=2)
+        for px, py in line:
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=c)
+    return img

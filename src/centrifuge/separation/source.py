@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CentrifugeError
-from ..video import iter_frames, probe
+from ..video import check_video, iter_frames
 
 __all__ = ["Source", "open_source"]
 
@@ -70,7 +70,7 @@ def open_source(path_or_frames: Any, fps: float | None) -> Source:
         meta: dict[str, Any] = {"path": None, "frames": total, "width": width, "height": height}
         return Source(array, None, total, width, height, float(fps or DEFAULT_FPS), meta)
     path = Path(path_or_frames)
-    info = probe(path)
+    info = check_video(path)
     meta = {"path": str(path), "frames_in_header": info.num_frames, "width": info.width, "height": info.height,
             "fps": info.fps, "rotation": info.rotation, "duration_s": info.duration}
     return Source(None, path, info.num_frames, info.width, info.height, float(fps or info.fps), meta)

@@ -1,0 +1,62 @@
+"""Content or tone: do two layers show different things, or one picture in two tones?
+
+A tonal split (one layer darker, the other brighter or tinted) keeps the input's edges in both layers; a
+content split (a reflection apart from what lies behind the glass, two blended scenes apart) puts different
+edges in each. The figure is the correlation of the two layers' spatial gradients, per colour channel, averaged
+over the channels. Gradients ignore each layer's per-channel offset and the normalised correlation ignores its
+per-channel gain, so a layer's mean and scale drop out: tonal variants of one picture score about 1, unrelated
+content about 0, inverted structure below 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: At or above this gradient correlation, a pair of layers is called a tonal split (two true layers of a
+#: blend score about 0; tonal variants of one clip about 1; docs/results.md has the measured spread).
+TONAL_AT = 0.5
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+class GradientCorrelation:
+    """Running sums for the gradient correlation of two layers given in pieces (windows, tiles).
+
+    ``add(a, b)`` takes ``[..., 3, T, H, W]`` pieces of the two layers (the same pixels of each); ``value()``
+    is the correlation over everything added, per channel then averaged.
+    """
+
+    def __init__(self) -> None:
+        self.ab = self.aa = self.bb = torch.zeros(3, dtype=torch.float64)
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        def per_channel(x: torch.Tensor) -> torch.Tensor:
+            return x.movedim(-4, 0).reshape(x.shape[-4], -1).sum(1)
+
+        for ga, gb in zip(_gradients(a.double()), _gradients(b.double()), strict=True):
+            self.ab = self.ab + per_channel(ga * gb)
+            self.aa = self.aa + per_channel(ga * ga)
+            self.bb = self.bb + per_channel(gb * gb)
+
+    def value(self) -> float:
+        """The mean over channels of the normalised correlation (0 where a layer is flat)."""
+        den = (self.aa * self.bb).sqrt()
+        per_channel = torch.where(den > 0, self.ab / den.clamp(min=1e-300), torch.zeros_like(den))
+        return float(per_channel.mean())
+
+
+def gradient_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Gradient correlation of layers ``a`` and ``b`` (``[..., 3, T, H, W]``), one value per video: ``[...]``."""
+    ga, gb = _gradients(a.double()), _gradients(b.double())
+    ab = sum((x * y).sum((-3, -2, -1)) for x, y in zip(ga, gb, strict=True))
+    aa = sum((x * x).sum((-3, -2, -1)) for x in ga)
+    bb = sum((y * y).sum((-3, -2, -1)) for y in gb)
+    den = (aa * bb).sqrt()
+    return torch.where(den > 0, ab / den.clamp(min=1e-300), torch.zeros_like(den)).mean(-1).float()
+
+
+def split_kind(correlation: float) -> str:
+    """``"tone"`` for a tonal split, ``"content"`` otherwise (see :data:`TONAL_AT`)."""
+    return "tone" if correlation >= TONAL_AT else "content"

@@ -1,0 +1,68 @@
+"""The training-curve figure: a run's TensorBoard scalars read back and drawn."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from centrifuge.experiments.plots import line_chart
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_line_chart_puts_each_point_at_its_place():
+    img = np.asarray(line_chart({"a": [(0, 0.0), (10, 1.0)]}, [(255, 0, 0)], "t", size=(400, 300)))
+    red = np.argwhere((img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60))
+    lower_left, upper_right = red[red[:, 1].argmin()], red[red[:, 1].argmax()]
+    assert upper_right[0] < lower_left[0]  # the line rises to the right
+    assert lower_left[1] < 80 and upper_right[1] > 370
+
+
+def test_plot_curves_reads_the_runs_scalars(tmp_path):
+    run = tmp_path / "run"
+    with SummaryWriter(str(run / "tb")) as w:
+        for step, v in [(250, 0.9), (500, 0.8), (750, 0.7)]:
+            w.add_scalar("val/ratio", v, step)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from plot_curves import read_curve
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    got = read_curve(run, "val/ratio")
+    assert [s for s, _ in got] == [250, 500, 750]
+    assert np.allclose([v for _, v in got], [0.9, 0.8, 0.7])
+    out = tmp_path / "curve.png"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_curves.py"), str(run), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (720, 380)
+
+
+def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_worst(tmp_path):
+    import torch
+
+    from centrifuge.evaluate import evaluate_clips
+
+    clips = torch.rand(3, 3, 2, 16, 16) * 2 - 1
+
+    class Blend(torch.nn.Module):  # the identity itself: every pair's ratio is exactly 1
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x, x], 1)
+
+    result = evaluate_clips(Blend(), clips, [(0, 1), (0, 2), (1, 2)])
+    for r in result["per_pair"]:
+        r["clips"] = [f"c{r['a']}.mp4", f"c{r['b']}.mp4"]
+    path = tmp_path / "r.json"
+    path.write_text(__import__("json").dumps(result))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "yardstick_table.py"), str(path), "--names", "id"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cells = [c.strip() for c in done.stdout.splitlines()[-1].split("|")[1:-1]]
+    assert cells[:4] == ["id", "3", "1.000", "1.000"]
+    assert cells[5] == "3"  # all three pairs at the identity
+    assert cells[7] == "1.00"  # the blend twice: one picture, the same tone
