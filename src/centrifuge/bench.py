@@ -277,8 +277,8 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     times = time_call(step, s.repeats, 0, device)
     seconds = _median(times)
     profile = _profile(lambda: step(record=False), None, s.profile, device) if s.profile else None
-    flops = count_flops(_meta_model(s.model), torch.zeros(batch, 3, s.frames, s.size, s.size, device="meta"),
-                        backward=True)
+    meta = _meta_model(s.model)
+    flops = count_flops(meta, torch.zeros(batch, 3, s.frames, s.size, s.size, device="meta"), backward=True)
     return {
         "batch": batch,
         "seconds_per_step": seconds,
