@@ -234,3 +234,20 @@ def test_decoder_width_scales_only_the_decoder() -> None:
         assert wide.eval()(torch.rand(1, 3, 5, 20, 28)).shape == (1, 2, 3, 5, 20, 28)
     with pytest.raises(ValueError, match="decoder_width"):
         ModelConfig(decoder_width=0)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (7, 2), (3, 2)])
+def test_one_frame_convolves_with_its_one_temporal_tap(kernel, stride):
+    from centrifuge.model import Unit3D, _flat_pad, _same_pads
+
+    torch.manual_seed(0)
+    unit = Unit3D(12, 16, kernel, stride).eval()
+    x = torch.randn(2, 12, 1, 14, 14)
+    pads = _same_pads(x.shape[-3:], unit.kernel_shape, unit.stride)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(x, _flat_pad(pads))
+        full = torch.relu(unit.bn(torch.nn.functional.conv3d(padded, unit.conv3d.weight, None, unit.stride)))
+        assert torch.allclose(unit(x), full, atol=1e-6)
+        # bf16 on one frame stays finite (oneDNN's kernel returned NaN here on AMX CPUs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.isfinite(unit(x)).all()

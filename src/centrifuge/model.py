@@ -177,6 +177,12 @@ class Unit3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pads = _same_pads(x.shape[-3:], self.kernel_shape, self.stride)
         w, b = self.conv3d.weight, self.conv3d.bias
+        if x.shape[-3] == 1 and self.kernel_shape[0] > 1:
+            # One frame: the padding leaves only one temporal tap on it, so convolve with that tap alone.
+            # Same sum, fewer products, and it avoids oneDNN's bf16 kernel, which returns NaN for one
+            # frame with temporal padding on AMX CPUs.
+            tap = pads[0][0]
+            w, pads = w[:, :, tap:tap + 1], [(0, 0), *pads[1:]]
         if all(lo == hi for lo, hi in pads):
             # Symmetric: let the convolution pad (no extra copy of the input).
             x = F.conv3d(x, w, b, self.stride, tuple(lo for lo, _ in pads))

@@ -1,0 +1,65 @@
+"""Inference backends other than PyTorch, with the PyTorch model's call.
+
+:class:`OnnxRuntimeModel` runs an exported ONNX file (``centrifuge export``), or exports a PyTorch model on the
+fly, with ONNX Runtime on the CPU. It takes and returns what :class:`centrifuge.inference.InferenceModel`
+does: ``[B, 3, T, H, W]`` in [-1, 1] -> float32 ``[B, n, 3, T, H, W]`` (on the CPU), and has its ``dtype``,
+so separation can use either.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, require
+
+__all__ = ["OnnxRuntimeModel"]
+
+
+class OnnxRuntimeModel:
+    """An ONNX model run by ONNX Runtime's CPU provider, called like the PyTorch model.
+
+    Args:
+        source: an ``.onnx`` file or its bytes.
+        threads: intra-op threads (default: ``torch.get_num_threads()``, so both backends use the same cores).
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, source: str | Path | bytes, threads: int | None = None) -> None:
+        require("onnxruntime")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if isinstance(source, Path):
+            source = str(source)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        #: the model's config and training geometry, when the file was written by ``centrifuge export``
+        self.info: dict[str, Any] = {k: json.loads(meta[k]) for k in ("centrifuge_config", "centrifuge_info")
+                                     if k in meta}
+
+    @classmethod
+    def from_model(cls, model: nn.Module, threads: int | None = None) -> OnnxRuntimeModel:
+        """Export ``model`` (a Predictor or PredictorCorrector) and load it; ``model`` is left as it was."""
+        with tempfile.TemporaryDirectory(prefix="centrifuge-onnx-") as folder:
+            path = Path(folder) / "model.onnx"
+            export_onnx(model, path)
+            return cls(path.read_bytes(), threads)
+
+    def __call__(self, x: Tensor, output_dtype: torch.dtype | None = torch.float32) -> Tensor:
+        """``x``: ``[B, 3, T, H, W]`` in [-1, 1] (any device or float dtype) -> float32 ``[B, n, 3, T, H, W]``
+        on the CPU (``output_dtype`` is accepted for :class:`~centrifuge.inference.InferenceModel`'s call)."""
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected [B, 3, T, H, W], got {tuple(x.shape)}")
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        y = torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+        return y if output_dtype is None else y.to(output_dtype)
