@@ -24,8 +24,9 @@ import torch
 
 from centrifuge.backends import OnnxRuntimeModel
 from centrifuge.checkpoint import load_model
+from centrifuge.devices import resolve_precision
 from centrifuge.export import compare
-from centrifuge.inference import prepare_for_inference, resolve_precision
+from centrifuge.inference import prepare_for_inference
 
 
 def main() -> None:

@@ -72,14 +72,16 @@ MUTANTS = [
     Mutant("psnr: -20 log10(MSE)", FIGURES + ("tests/test_losses.py",),
            "return -10 * torch.log10(mse.clamp_min(1e-10))", "return -20 * torch.log10(mse.clamp_min(1e-10))"),
     Mutant("psnr: of the mean absolute error", FIGURES,
-           "mse = (((a - b) / 2).clamp(-1, 1) ** 2).mean(", "mse = (((a - b) / 2).clamp(-1, 1).abs()).mean("),
+           "psnr_from_mse((((a - b) / 2).clamp(-1, 1) ** 2).mean(",
+           "psnr_from_mse((((a - b) / 2).clamp(-1, 1).abs()).mean("),
     Mutant("psnr: peak 2 (pixels not mapped to [0, 1])", FIGURES,
-           "mse = (((a - b) / 2).clamp(-1, 1) ** 2)", "mse = (((a - b) / 1).clamp(-1, 1) ** 2)"),
-    # PSNR of layers.json (separate's recomposition figures)
+           "psnr_from_mse((((a - b) / 2).clamp(-1, 1) ** 2)", "psnr_from_mse((((a - b) / 1).clamp(-1, 1) ** 2)"),
+    # PSNR of layers.json (separate's recomposition figures: separation/stats.quality, through losses.psnr_from_mse)
     Mutant("layers.json psnr: always 100 dB", SEPARATE,
-           "psnr = 10 * math.log10(255.0**2 / max(mse, 255.0**2 * 1e-10))", "psnr = 100.0"),
+           "psnr = float(psnr_from_mse(torch.tensor(mse / 255.0**2, dtype=torch.float64)))", "psnr = 100.0"),
     Mutant("layers.json psnr: of the L1 error", SEPARATE,
-           "psnr = 10 * math.log10(255.0**2 / max(mse, ", "psnr = 10 * math.log10(255.0**2 / max(l1 * 255.0, "),
+           "psnr = float(psnr_from_mse(torch.tensor(mse / 255.0**2,",
+           "psnr = float(psnr_from_mse(torch.tensor(l1 / 255.0,"),
     # the PIT assignment: losses.pit_from_matrix
     Mutant("pit: the worst assignment", FIGURES + ("tests/test_losses.py",),
            "loss, best = totals.min(dim=1)", "loss, best = totals.max(dim=1)"),
@@ -91,17 +93,17 @@ MUTANTS = [
            "matched = out[:, :2]"),
     Mutant("identity baseline: a blend at alpha 0.25", FIGURES + DEMO,
            "mix = blend(targets[:, 0], targets[:, 1], alpha)", "mix = blend(targets[:, 0], targets[:, 1], 0.25)"),
-    # the most dissimilar pair: losses.most_dissimilar_pair ...
+    # the most dissimilar pair: losses.farthest_pair, behind losses.most_dissimilar_pair ...
     Mutant("most dissimilar (losses): the most similar pair", FIGURES + ("tests/test_losses.py",),
-           'flat = d.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
-           'flat = d.masked_fill(~upper, float("inf")).flatten(1).argmin(dim=1)'),
+           'flat = distances.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
+           'flat = distances.masked_fill(~upper, float("inf")).flatten(1).argmin(dim=1)'),
     Mutant("most dissimilar (losses): always the first pair", FIGURES + ("tests/test_losses.py",),
-           'flat = d.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
-           'flat = torch.ones(d.shape[0], dtype=torch.long)'),
-    # ... and separate's own choice on its accumulated distances (found by this snippet wherever it lives)
+           'flat = distances.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
+           'flat = torch.ones(distances.shape[0], dtype=torch.long)'),
+    # ... and behind separate's choice on its accumulated distances (separation/stats.most_dissimilar)
     Mutant("most dissimilar (separate): the most similar pair", SEPARATE,
-           'flat = int(dist.masked_fill(~upper, float("-inf")).flatten().argmax())',
-           'flat = int(dist.masked_fill(~upper, float("inf")).flatten().argmin())'),
+           'flat = distances.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
+           'flat = distances.masked_fill(~upper, float("inf")).flatten(1).argmin(dim=1)'),
     Mutant("most dissimilar (separate): distances of one direction only", SEPARATE,
            "return d + d.T", "return d"),
     # FLOP counts: perf.count_flops and bench

@@ -13,13 +13,13 @@ from helpers import make_video
 
 from centrifuge.bench import BenchSettings, format_report, predictor_parts, run_bench
 from centrifuge.cli import main
+from centrifuge.devices import resolve_precision
 from centrifuge.inference import (
     CpuKernels,
     OneDNNUnit3D,
     fold_batch_norm,
     onednn_available,
     prepare_for_inference,
-    resolve_precision,
 )
 from centrifuge.model import ModelConfig, Predictor, PredictorCorrector, Unit3D
 
@@ -188,13 +188,13 @@ def test_cpu_kernels_match_the_reference_ops():
 
 
 def test_resolve_precision(monkeypatch):
-    import centrifuge.inference
+    import centrifuge.devices
 
     assert resolve_precision("fp32", "cpu") == torch.float32
     assert resolve_precision("bf16", "cpu") == torch.bfloat16
     # auto on CPU: bf16 only where the hardware multiplies bf16 (AMX), fp32 elsewhere; both machines, here
     for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(centrifuge.inference, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        monkeypatch.setattr(centrifuge.devices, "cpu_has_fast_bf16", lambda fast=fast: fast)
         assert resolve_precision("auto", "cpu") == dtype
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("fp8", "cpu")

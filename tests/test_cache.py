@@ -10,7 +10,8 @@ from helpers import make_video
 
 from centrifuge.cache import FAILURES, MANIFEST, cached_videos, is_cache, prepare_cache, read_manifest
 from centrifuge.cli import main
-from centrifuge.data import BlendDataset, ClipSpec, load_kinetics
+from centrifuge.data import BlendDataset, ClipSpec
+from centrifuge.sources import load_kinetics
 from centrifuge.video import probe, read_video
 
 

@@ -8,21 +8,9 @@ import pytest
 import torch
 from helpers import make_video
 
-from centrifuge.data import (
-    BlendDataset,
-    ClipSpec,
-    FrameCache,
-    PairDataset,
-    all_pairs,
-    from_model,
-    list_videos,
-    load_kinetics,
-    read_file_list,
-    sample_clip,
-    split_videos,
-    to_model,
-    write_file_list,
-)
+from centrifuge.data import BlendDataset, ClipSpec, FrameCache, PairDataset, all_pairs, sample_clip
+from centrifuge.frames import from_model, to_model
+from centrifuge.sources import list_videos, load_kinetics, read_file_list, split_videos, write_file_list
 
 
 @pytest.fixture(scope="module")

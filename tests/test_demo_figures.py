@@ -13,8 +13,9 @@ from helpers import make_video
 from torch import nn
 
 import centrifuge.checkpoint
-from centrifuge.data import ClipSpec, sample_clip, to_model
+from centrifuge.data import ClipSpec, sample_clip
 from centrifuge.demo import BLEND_CLIPS, FRAMES, SIZE, asset, print_report, run_demo
+from centrifuge.frames import to_model
 from centrifuge.jobs import Jobs, Limits, blend_job
 
 

@@ -15,20 +15,14 @@ from PIL import Image
 
 from centrifuge.checkpoint import load_model
 from centrifuge.cli import main
-from centrifuge.data import to_model
+from centrifuge.data import window_starts
 from centrifuge.errors import CentrifugeError
 from centrifuge.evaluate import evaluate_clips
 from centrifuge.experiments import EXPERIMENTS, Settings, run_experiment
-from centrifuge.experiments.common import (
-    MIN_HELD_OUT_VIDEOS,
-    ClipSet,
-    Video,
-    _autocast,
-    choose_clip_pairs,
-    load_clip_set,
-    pearson,
-    window_starts,
-)
+from centrifuge.experiments.clips import ClipSet, choose_clip_pairs, load_clip_set
+from centrifuge.experiments.scoring import _autocast, pearson
+from centrifuge.experiments.settings import MIN_HELD_OUT_VIDEOS, Video
+from centrifuge.frames import to_model
 from centrifuge.model import build_model, conv_depth
 
 TINY = {"frames": 4, "size": 32, "iterations": 2, "windows": 2}

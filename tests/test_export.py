@@ -11,9 +11,10 @@ import pytest
 import torch
 from helpers import make_frames
 
+from centrifuge.backends import check_export
 from centrifuge.checkpoint import save_weights
 from centrifuge.cli import main
-from centrifuge.export import check_export, compare, export_onnx, save_program
+from centrifuge.export import compare, export_onnx, save_program
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.portable import portable_model
 

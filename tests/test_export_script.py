@@ -12,7 +12,7 @@ from helpers import make_video
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import centrifuge.train as train_module
+import centrifuge.monitor as monitor_module
 from centrifuge.checkpoint import WEIGHTS, read_model_info
 from centrifuge.config import TrainConfig, load_preset
 from centrifuge.model import ModelConfig
@@ -37,7 +37,7 @@ def videos(tmp_path) -> list[str]:
 
 
 def _train(model: ModelConfig, cfg: TrainConfig, monkeypatch) -> None:
-    monkeypatch.setattr(train_module, "measure_peak_flops", lambda *a, **k: 1.0)  # only for the log
+    monkeypatch.setattr(monitor_module, "measure_peak_flops", lambda *a, **k: 1.0)  # only for the log
     train(model, cfg, progress=False)
 
 

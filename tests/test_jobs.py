@@ -15,7 +15,7 @@ import pytest
 from helpers import make_audio_only, make_frames, make_video
 
 from centrifuge.checkpoint import save_weights
-from centrifuge.cli import USER_ERRORS, error_line
+from centrifuge.errors import USER_ERRORS, error_line
 from centrifuge.jobs import Cancelled, Jobs, Limits, Stopped, blend_job, check_video, separate_job
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.video import read_video, write_video

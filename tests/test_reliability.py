@@ -21,12 +21,12 @@ import torch
 from helpers import make_not_videos, make_video
 from safetensors.torch import load_file
 
-import centrifuge.train as train_module
+import centrifuge.monitor as monitor_module
 from centrifuge.checkpoint import CONFIG, OPTIMIZER, WEIGHTS, save_checkpoint, save_weights
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
-from centrifuge.data import list_videos
 from centrifuge.model import ModelConfig, build_model
+from centrifuge.sources import list_videos
 from centrifuge.train import make_optimizer, train
 from centrifuge.video import write_video
 
@@ -202,9 +202,9 @@ def test_degenerate_inputs_give_finite_figures(corpus, tmp_path, line):
 
 
 def test_psnr_of_identical_images_is_capped_not_infinite():
-    from centrifuge.separate import _Stats
+    from centrifuge.separation.stats import quality
 
-    assert _Stats.quality(0.0, 0.0, 100)["psnr_db"] == 100.0
+    assert quality(0.0, 0.0, 100)["psnr_db"] == 100.0
 
 
 # ---- folders: links followed once
@@ -404,7 +404,7 @@ def _tiny_config(corpus: Path, out: Path, **kw) -> TrainConfig:
 @pytest.fixture
 def one_thread(monkeypatch):
     """One thread (bit-identical runs), and no peak-FLOP/s measurement (only for the log)."""
-    monkeypatch.setattr(train_module, "measure_peak_flops", lambda *a, **k: 1.0)
+    monkeypatch.setattr(monitor_module, "measure_peak_flops", lambda *a, **k: 1.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -417,7 +417,7 @@ def uninterrupted(corpus, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module, "measure_peak_flops", lambda *a, **k: 1.0)
+        mp.setattr(monitor_module, "measure_peak_flops", lambda *a, **k: 1.0)
         torch.set_num_threads(1)
         try:
             train(TINY, _tiny_config(corpus, run), progress=False)
@@ -440,10 +440,11 @@ def test_training_killed_inside_a_checkpoint_write_resumes_bit_identically(
         import torch
         kill_before({kill}, 2)
         torch.set_num_threads(1)
+        import centrifuge.monitor
         import centrifuge.train
         from centrifuge.config import TrainConfig
         from centrifuge.model import ModelConfig
-        centrifuge.train.measure_peak_flops = lambda *a, **k: 1.0  # only for the log; seconds of a busy machine
+        centrifuge.monitor.measure_peak_flops = lambda *a, **k: 1.0  # only for the log; seconds of a busy machine
         centrifuge.train.train(ModelConfig(**{TINY.to_dict()!r}), TrainConfig(**{cfg.__dict__!r}), progress=False)
         """)
     with caplog.at_level(logging.INFO, logger="centrifuge"):

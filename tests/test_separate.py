@@ -14,9 +14,10 @@ from torch import nn
 
 from centrifuge import cli
 from centrifuge.checkpoint import save_weights
-from centrifuge.data import to_model
+from centrifuge.frames import to_model
 from centrifuge.model import ModelConfig, build_model
-from centrifuge.separate import WindowStitcher, separate
+from centrifuge.separate import separate
+from centrifuge.separation.stitch import WindowStitcher
 from centrifuge.video import VideoWriter, probe, read_video, write_video
 
 FINAL_NAMES = ("preview.mp4", "contact.png", "layers.json")

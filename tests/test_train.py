@@ -12,12 +12,15 @@ from helpers import broken_compile, make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
-from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, CheckpointError, load_model
+from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, load_model
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
+from centrifuge.distributed import split_batch
+from centrifuge.errors import CheckpointError
 from centrifuge.model import ModelConfig
-from centrifuge.train import make_optimizer, split_batch, train
+from centrifuge.monitor import Validator
+from centrifuge.train import make_optimizer, train
 
 TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
 
@@ -295,7 +298,7 @@ def test_ema_validation_scores_the_saved_average(videos, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(videos, run, iterations=4, ema=0.5, val_data=list(videos), val_every=4, precision="fp32")
     state = train(TINY, cfg, progress=False)
-    validate = train_module.Validator(cfg, torch.device("cpu"), None)
+    validate = Validator(cfg, torch.device("cpu"), None)
     average, live = load_model(run)[0], load_model(run / LIVE_WEIGHTS)[0]
     assert state["val"]["ratio"] == pytest.approx(validate(average)["ratio"], rel=1e-4)
     assert validate(live)["ratio"] != pytest.approx(state["val"]["ratio"], rel=1e-4)

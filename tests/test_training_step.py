@@ -93,13 +93,13 @@ def test_compiled_step_in_bf16_matches_eager_within_bf16_rounding():
 
 
 def test_bf16_training_is_refused_on_cpus_without_amx(monkeypatch):
-    import centrifuge.inference
+    import centrifuge.devices
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(centrifuge.inference, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(centrifuge.devices, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ValueError, match="only on CPUs with AMX"):
         check_cpu_bf16_training(torch.bfloat16, cpu)
     check_cpu_bf16_training(None, cpu)  # fp32
     check_cpu_bf16_training(torch.bfloat16, torch.device("cuda"))  # GPUs have their own kernels
-    monkeypatch.setattr(centrifuge.inference, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(centrifuge.devices, "cpu_has_fast_bf16", lambda: True)
     check_cpu_bf16_training(torch.bfloat16, cpu)

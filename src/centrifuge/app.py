@@ -145,7 +145,7 @@ class Page:
 
 def failure(e: BaseException, inputs: list[str | None]) -> str:
     """The page's one line for a failed job; ``inputs`` (upload paths in the server's cache) are shown by name."""
-    from .cli import USER_ERRORS, error_line
+    from .errors import USER_ERRORS, error_line
 
     if isinstance(e, Cancelled):
         return "Cancelled: the job stopped and its files were removed."
@@ -492,7 +492,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None, d
           limits: Limits | None = None) -> int:
     """Run the page until SIGINT (Ctrl-C) or SIGTERM; everything written is removed on the way out."""
     from .checkpoint import read_model_info
-    from .train import pick_device
+    from .devices import pick_device
 
     limits = limits or Limits()
     pick_device(device)  # a bad device or model is one line now, not an error on the page later

@@ -3,22 +3,24 @@
 :class:`OnnxRuntimeModel` runs an exported ONNX file (``centrifuge export``), or exports a PyTorch model on the
 fly, with ONNX Runtime on the CPU. It takes and returns what :class:`centrifuge.inference.InferenceModel`
 does: ``[B, 3, T, H, W]`` in [-1, 1] -> float32 ``[B, n, 3, T, H, W]`` (on the CPU), and has its ``dtype``,
-so separation can use either.
+so separation can use either. :func:`run_exported` runs a written ``.onnx`` or ``.pt2`` file, and
+:func:`check_export` compares one with the model it came from.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, require
+from .export import INPUT_NAME, OUTPUT_NAME, compare, export_onnx, require
 
-__all__ = ["OnnxRuntimeModel"]
+__all__ = ["OnnxRuntimeModel", "run_exported", "check_export"]
 
 
 class OnnxRuntimeModel:
@@ -63,3 +65,29 @@ class OnnxRuntimeModel:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         y = torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
         return y if output_dtype is None else y.to(output_dtype)
+
+
+def run_exported(path: str | Path, x: Tensor) -> Tensor | None:
+    """Run a written ``.onnx`` (ONNX Runtime; None when it is not installed) or ``.pt2`` file on ``x``."""
+    path = Path(path)
+    if path.suffix.lower() == ".pt2":
+        with torch.no_grad():
+            return torch.export.load(str(path)).module()(x)
+    if find_spec("onnxruntime") is None:
+        return None
+    return OnnxRuntimeModel(path)(x)
+
+
+def check_export(model: nn.Module, path: str | Path, info: dict[str, Any] | None = None,
+                 seed: int = 0) -> dict[str, Any] | None:
+    """Compare the written file with ``model`` on a random clip at the model's training size (16x112x112
+    when unknown): :func:`compare`'s figures and the clip's shape; None if ONNX Runtime is not installed."""
+    train = (info or {}).get("train") or {}
+    frames, size = int(train.get("frames", 16)), int(train.get("size", 112))
+    x = torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    out = run_exported(path, x)
+    if out is None:
+        return None
+    with torch.no_grad():
+        reference = model.eval()(x)
+    return {**compare(reference, out), "shape": list(x.shape)}

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .inference import fold_batch_norm, prepare_for_inference, resolve_precision
+from .devices import autocast_dtype, resolve_precision
+from .inference import fold_batch_norm, prepare_for_inference
 from .model import ModelConfig, Predictor, PredictorCorrector, build_model
 from .perf import count_flops, measure_peak_flops
 
@@ -207,6 +208,59 @@ def _bench_split(module: nn.Module, fast: Any, s: BenchSettings) -> dict[str, di
     return out
 
 
+class _TimedStep:
+    """One optimisation step as ``centrifuge train`` runs it, on random data, its parts timed when recorded."""
+
+    def __init__(self, s: BenchSettings, device: torch.device, batch: int):
+        from .config import TrainConfig
+        from .losses import compiled_pit_loss, pit_loss
+        from .train import make_optimizer
+        from .training_step import compile_for_training, keep_freed_memory
+
+        if device.type == "cpu":
+            keep_freed_memory()  # as centrifuge train does
+        self.device = device
+        torch.manual_seed(0)
+        self.model = build_model(s.model).to(device).train()
+        memory_format = torch.channels_last_3d if s.channels_last else torch.contiguous_format
+        self.model.to(memory_format=memory_format)
+        self.optimizer = make_optimizer(self.model, TrainConfig(optimizer=s.optimizer, weight_decay=s.weight_decay,
+                                                                lr=1e-4, momentum=0.9), device)  # fused, as train.py's
+        self.amp = autocast_dtype(s.precision, device)
+        self.mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1
+                    ).to(memory_format=memory_format)
+        self.layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
+        self.loss_fn = (compiled_pit_loss(s.model.n_layers, tuple(self.layers.shape), device) if s.compile_loss
+                        else pit_loss)
+        self.net, self.compile_seconds = self.model, None
+        if s.train_compile:
+            self.net, self.compile_seconds = compile_for_training(self.model, self.model, self.mix, self.layers,
+                                                                  self.loss_fn, self.amp)
+        self.parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
+
+    def __call__(self, record: bool = True) -> None:
+        from .training_step import autocast
+
+        device, marks = self.device, [time.perf_counter()]
+        with autocast(device, self.amp):
+            out = self.net(self.mix)
+        _sync(device)
+        marks.append(time.perf_counter())
+        loss = self.loss_fn(out.float(), self.layers)[0].mean()
+        _sync(device)
+        marks.append(time.perf_counter())
+        loss.backward()
+        _sync(device)
+        marks.append(time.perf_counter())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        marks.append(time.perf_counter())
+        if record:
+            for name, a, b in zip(self.parts, marks, marks[1:], strict=False):
+                self.parts[name].append(b - a)
+
+
 def bench_training(s: BenchSettings) -> dict[str, Any]:
     """One optimisation step as ``centrifuge train`` runs it, timed in its parts.
 
@@ -215,50 +269,9 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     :func:`centrifuge.training_step.compile_for_training` does (its compile time is reported, not timed as
     a step). Forward, loss, backward and optimizer step are each timed to a device synchronisation.
     """
-    from .config import TrainConfig
-    from .losses import compiled_pit_loss, pit_loss
-    from .train import autocast_dtype, make_optimizer
-    from .training_step import autocast, compile_for_training, keep_freed_memory
-
     device = torch.device(s.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # as centrifuge train does
     batch = s.train_batch or s.batch
-    torch.manual_seed(0)
-    model = build_model(s.model).to(device).train()
-    memory_format = torch.channels_last_3d if s.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    optimizer = make_optimizer(model, TrainConfig(optimizer=s.optimizer, weight_decay=s.weight_decay, lr=1e-4,
-                                                  momentum=0.9), device)  # fused, as train.py's
-    amp = autocast_dtype(s.precision, device)
-    mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1).to(memory_format=memory_format)
-    layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
-    loss_fn = compiled_pit_loss(s.model.n_layers, tuple(layers.shape), device) if s.compile_loss else pit_loss
-    net, compile_seconds = model, None
-    if s.train_compile:
-        net, compile_seconds = compile_for_training(model, model, mix, layers, loss_fn, amp)
-    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
-
-    def step(record: bool = True) -> None:
-        marks = [time.perf_counter()]
-        with autocast(device, amp):
-            out = net(mix)
-        _sync(device)
-        marks.append(time.perf_counter())
-        loss = loss_fn(out.float(), layers)[0].mean()
-        _sync(device)
-        marks.append(time.perf_counter())
-        loss.backward()
-        _sync(device)
-        marks.append(time.perf_counter())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        marks.append(time.perf_counter())
-        if record:
-            for name, a, b in zip(parts, marks, marks[1:], strict=False):
-                parts[name].append(b - a)
-
+    step = _TimedStep(s, device, batch)
     for _ in range(s.warmup):
         step(record=False)
     times = time_call(step, s.repeats, 0, device)
@@ -270,14 +283,14 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
         "batch": batch,
         "seconds_per_step": seconds,
         "steps_all": times,
-        "parts_seconds": {name: _median(v) for name, v in parts.items()},
+        "parts_seconds": {name: _median(v) for name, v in step.parts.items()},
         "clips_per_s": batch / seconds,
         "gflop_per_clip": flops / batch / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
-        "dtype": str(amp or torch.float32).removeprefix("torch."),
+        "dtype": str(step.amp or torch.float32).removeprefix("torch."),
         "optimizer": s.optimizer,
-        "compiled": net is not model,
-        **({"compile_seconds": compile_seconds} if compile_seconds else {}),
+        "compiled": step.net is not step.model,
+        **({"compile_seconds": step.compile_seconds} if step.compile_seconds else {}),
         **({"profile": profile} if profile else {}),
     }
 
@@ -294,7 +307,8 @@ def bench_data(s: BenchSettings) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from .cache import cached_videos, is_cache
-    from .data import BlendDataset, ClipSpec, list_videos
+    from .data import BlendDataset, ClipSpec
+    from .sources import list_videos
 
     if s.data is None and not s.photos:
         raise ValueError("no data folder given")
@@ -367,8 +381,6 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         if split is not None:
             result["split"] = split
     if s.train:
-        from .train import autocast_dtype
-
         tr = bench_training(s)
         # training follows train.py's precision policy, which may differ from inference's
         tr["peak_gflops"] = peak(autocast_dtype(s.precision, device) or torch.float32)

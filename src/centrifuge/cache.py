@@ -211,7 +211,7 @@ class _Item:
 
 
 def _items(src: Path, kinetics_csv: str | None, split: str | None) -> list[_Item]:
-    from .data import list_videos, load_kinetics
+    from .sources import list_videos, load_kinetics
 
     if kinetics_csv:
         entries, _ = load_kinetics(kinetics_csv, src, split=split)
@@ -248,6 +248,59 @@ def _check_settings(out: Path, settings: dict[str, int]) -> None:
         os.replace(tmp, path)
 
 
+def _already_done(items: list[_Item], out: Path) -> tuple[list[CacheEntry], list[_Item], list[tuple[str, str]]]:
+    """``(entries, todo, failed)``: the cached files a previous run finished (from its manifest, or probed),
+    the items left to transcode, and finished files that cannot be read."""
+    known = {e.path: e for e in read_manifest(out)}
+    entries: list[CacheEntry] = []
+    todo: list[_Item] = []
+    failed: list[tuple[str, str]] = []
+    for item in items:
+        rel = item.rel.as_posix()
+        dst = out / item.rel
+        if not dst.exists():
+            todo.append(item)
+            continue
+        entry = known.get(rel)
+        if entry is None:  # finished but the run stopped before the manifest was written
+            try:
+                entry = CacheEntry(str(item.source), rel, **_probe_cached(dst), label=item.label, split=item.split)
+            except VideoError as e:
+                failed.append((str(item.source), str(e)))
+                continue
+        entries.append(entry)
+    return entries, todo, failed
+
+
+def _transcode(todo: list[_Item], out: Path, workers: int, settings: tuple[int, int, int],
+               record: Callable[..., None]) -> None:
+    """Transcode ``todo`` (``settings``: size, crf, gop), here or in ``workers`` processes; ``record`` each."""
+    if workers <= 1:
+        for item in todo:
+            record(item, *_job(str(item.source), str(out / item.rel), *settings))
+        return
+    if not todo:
+        return
+    # spawn: FFmpeg and PyTorch threads do not survive a fork reliably.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        pending: dict[Future, _Item] = {}
+        queue = iter(todo)
+        while True:
+            # A bounded number in flight: Kinetics has ~500k videos.
+            for item in queue:
+                pending[pool.submit(_job, str(item.source), str(out / item.rel), *settings)] = item
+                if len(pending) >= 4 * workers:
+                    break
+            if not pending:
+                break
+            finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished_now:
+                record(pending.pop(future), *future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def prepare_cache(src: str | os.PathLike[str], out: str | os.PathLike[str], size: int = 128,
                   kinetics_csv: str | None = None, split: str | None = None, workers: int = 1,
                   crf: int = DEFAULT_CRF, gop: int = DEFAULT_GOP,
@@ -274,26 +327,8 @@ def prepare_cache(src: str | os.PathLike[str], out: str | os.PathLike[str], size
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, {"size": size, "crf": crf, "gop": gop})
 
-    known = {e.path: e for e in read_manifest(out)}
-    entries: list[CacheEntry] = []
-    todo: list[_Item] = []
-    failed: list[tuple[str, str]] = []
-    skipped = 0
-    for item in items:
-        rel = item.rel.as_posix()
-        dst = out / item.rel
-        if not dst.exists():
-            todo.append(item)
-            continue
-        skipped += 1
-        entry = known.get(rel)
-        if entry is None:  # finished but the run stopped before the manifest was written
-            try:
-                entry = CacheEntry(str(item.source), rel, **_probe_cached(dst), label=item.label, split=item.split)
-            except VideoError as e:
-                failed.append((str(item.source), str(e)))
-                continue
-        entries.append(entry)
+    entries, todo, failed = _already_done(items, out)
+    skipped = len(items) - len(todo)
 
     def record(item: _Item, meta: dict[str, float | int] | None, error: str) -> None:
         if meta is None:
@@ -312,28 +347,7 @@ def prepare_cache(src: str | os.PathLike[str], out: str | os.PathLike[str], size
     if progress is not None:
         progress(len(entries) + len(failed), len(items))
     try:
-        if workers <= 1:
-            for item in todo:
-                record(item, *_job(str(item.source), str(out / item.rel), size, crf, gop))
-        elif todo:
-            # spawn: FFmpeg and PyTorch threads do not survive a fork reliably.
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-            try:
-                pending: dict[Future, _Item] = {}
-                queue = iter(todo)
-                while True:
-                    # A bounded number in flight: Kinetics has ~500k videos.
-                    for item in queue:
-                        pending[pool.submit(_job, str(item.source), str(out / item.rel), size, crf, gop)] = item
-                        if len(pending) >= 4 * workers:
-                            break
-                    if not pending:
-                        break
-                    finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished_now:
-                        record(pending.pop(future), *future.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+        _transcode(todo, out, workers, (size, crf, gop), record)
     finally:
         # Written even when interrupted, so the next run knows what it finished.
         manifest = _write_manifest(out, entries)

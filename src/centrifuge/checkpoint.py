@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .errors import CheckpointError
 from .model import ModelConfig, build_model
 
 WEIGHTS = "model.safetensors"
@@ -41,10 +42,6 @@ STAGING = ".checkpoint.part"  # a checkpoint being written: incomplete until ren
 COMMITTED = ".checkpoint.next"  # a complete checkpoint whose files are being moved into the run folder
 #: The order in which a committed checkpoint's files replace the run folder's: config.json (the step) last.
 CHECKPOINT_FILES = (WEIGHTS, LIVE_WEIGHTS, OPTIMIZER, CONFIG)
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read; the message is for the user."""
 
 
 def atomic_write(path: Path, write: Any) -> None:

@@ -11,22 +11,9 @@ import sys
 from typing import NoReturn
 
 from . import __version__, commands
-from .checkpoint import CheckpointError
-from .errors import CentrifugeError
-from .video import VideoError
+from .errors import USER_ERRORS, error_line
 
-#: Errors that are the user's input, not our bug: one line, exit status 2, no traceback.
-USER_ERRORS = (CentrifugeError, VideoError, CheckpointError, FileNotFoundError, FileExistsError,
-               PermissionError, NotADirectoryError, IsADirectoryError, ValueError)
 ORDER = ["demo", "separate", "app", "train", "evaluate", "experiment", "bench", "prepare"]
-
-
-def error_line(e: BaseException) -> str:
-    """The one line a user sees for one of :data:`USER_ERRORS`."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
-        msg = f"{msg}: {e.filename}"
-    return msg
 
 
 class _Parser(argparse.ArgumentParser):

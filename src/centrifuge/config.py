@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from .checkpoint import CONFIG
+from .errors import CheckpointError
 from .model import ModelConfig
 
 #: The paper's schedule (Sec. 4.1): lr 0.1, then 0.05 / 0.025 / 0.01 at 100k / 150k / 200k of 240k.
@@ -228,3 +230,20 @@ def load_preset(name_or_path: str) -> tuple[ModelConfig, TrainConfig]:
 
 def config_to_dict(model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
     return {"model": model.to_dict(), "train": asdict(train)}
+
+
+def read_run_state(run_dir: str | Path) -> dict[str, Any]:
+    """The saved ``config.json`` of a run folder: its configs and state (``step``, ``loss``...)."""
+    try:
+        return json.loads((Path(run_dir) / CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot resume from {run_dir}: unreadable {CONFIG} ({e})") from e
+
+
+def read_run_config(run_dir: str | Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """The model and training configs and the saved state (``step``, ``loss``...) of a run folder."""
+    state = read_run_state(run_dir)
+    try:
+        return ModelConfig.from_dict(state["model"]), train_config_from_dict(state["train"]), state
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot resume from {run_dir}: unreadable {CONFIG} ({e})") from e

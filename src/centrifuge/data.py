@@ -1,18 +1,16 @@
-"""Data: video lists, Kinetics-600 index, seeded splits, clip sampling/augmentation and blend datasets.
+"""Data: clip sampling/augmentation and blend datasets (which videos there are: :mod:`centrifuge.sources`).
 
 Training items are synthetic blends of ``k`` real videos (Eq. 1 of the paper); the model sees the blend and
-is asked to recover the layers. Clips are ``uint8 [T, H, W, 3]`` until :func:`to_model` turns them into
-float ``[3, T, H, W]`` in [-1, 1].
+is asked to recover the layers. Clips are ``uint8 [T, H, W, 3]`` until :func:`centrifuge.frames.to_model`
+turns them into float ``[3, T, H, W]`` in [-1, 1].
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,23 +21,18 @@ from torch.utils.data import Dataset
 
 from .augment import Augmentation, augment_clip
 from .blend import mix
+from .frames import to_model
 from .video import VideoError, VideoInfo, probe, read_video
 
 if TYPE_CHECKING:
     from .synth import PhotoSynth
 
 __all__ = [
-    "VIDEO_EXTENSIONS",
-    "to_model",
-    "from_model",
-    "list_videos",
-    "split_videos",
-    "write_file_list",
-    "read_file_list",
-    "KineticsEntry",
-    "load_kinetics",
     "ClipSpec",
     "sample_clip",
+    "window_starts",
+    "centre_crop",
+    "loop_clip",
     "FrameCache",
     "BlendDataset",
     "PairDataset",
@@ -47,211 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("centrifuge")
-
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv"}
-)
-
-
-# --------------------------------------------------------------------------------------------------------
-# tensors
-
-
-def to_model(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``uint8 [..., T, H, W, 3]`` -> ``float32 [..., 3, T, H, W]`` in [-1, 1] (``x / 127.5 - 1``)."""
-    if isinstance(frames_uint8, np.ndarray):
-        # torch cannot wrap negative strides (e.g. a flipped view)
-        frames_uint8 = np.ascontiguousarray(frames_uint8)
-    x = torch.as_tensor(frames_uint8)
-    if x.ndim < 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected frames [..., T, H, W, 3], got shape {tuple(x.shape)}")
-    return (x.to(torch.float32) / 127.5 - 1.0).movedim(-1, -4).contiguous()
-
-
-def from_model(x: torch.Tensor) -> np.ndarray:
-    """``[..., 3, T, H, W]`` in [-1, 1] -> ``uint8 [..., T, H, W, 3]`` (clamped and rounded)."""
-    if x.ndim < 4 or x.shape[-4] != 3:
-        raise ValueError(f"expected [..., 3, T, H, W], got shape {tuple(x.shape)}")
-    y = ((x.detach().to(torch.float32) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return y.movedim(-4, -1).cpu().contiguous().numpy()
-
-
-# --------------------------------------------------------------------------------------------------------
-# file lists and splits
-
-
-def _is_video(name: str) -> bool:
-    # Hidden files include VideoWriter's ".name.part.mp4" temporaries, which are never complete videos.
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def list_videos(root: str | Path) -> list[Path]:
-    """All video files under ``root`` (recursive, by extension, hidden files skipped), sorted."""
-    root = Path(root)
-    if root.is_file():
-        return [root] if _is_video(root.name) else []
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such directory: {root}")
-    found = [Path(dirpath) / name for dirpath, names in walk_once(root) for name in names if _is_video(name)]
-    return sorted(found)
-
-
-def walk_once(root: str | Path, hidden_folders: bool = True) -> Iterator[tuple[str, list[str]]]:
-    """``(folder, file names)`` under ``root``, following links to folders but entering each folder once:
-    a link loop (or two links to one folder) would otherwise walk forever or list files twice."""
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, names in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        if not hidden_folders:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        yield dirpath, names
-
-
-def split_videos(
-    paths: Sequence[str | Path], val_fraction: float, seed: int
-) -> tuple[list[Path], list[Path]]:
-    """Seeded train/validation split, independent of the input order.
-
-    ``round(val_fraction * n)`` videos go to validation (at least one when ``val_fraction > 0`` and at
-    least one left for training). Both lists come back sorted.
-    """
-    if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-    items = sorted({Path(p) for p in paths})
-    n = len(items)
-    n_val = round(val_fraction * n)
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    order = list(range(n))
-    random.Random(f"split:{seed}").shuffle(order)
-    val_idx = set(order[:n_val])
-    train = [p for i, p in enumerate(items) if i not in val_idx]
-    val = [p for i, p in enumerate(items) if i in val_idx]
-    return train, val
-
-
-def write_file_list(paths: Iterable[str | Path], file: str | Path, root: str | Path | None = None) -> None:
-    """Save paths one per line (POSIX separators), relative to ``root`` when given."""
-    lines = []
-    for p in paths:
-        p = Path(p)
-        if root is not None:
-            p = Path(os.path.relpath(p, root))
-        lines.append(p.as_posix())
-    Path(file).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def read_file_list(file: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Read a list saved by :func:`write_file_list`; relative entries are joined to ``root`` when given.
-
-    Blank lines and lines starting with ``#`` are ignored.
-    """
-    out = []
-    for line in Path(file).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        p = Path(line)
-        out.append(Path(root) / p if root is not None and not p.is_absolute() else p)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# Kinetics-600
-
-
-@dataclass
-class KineticsEntry:
-    """One row of a Kinetics CSV; ``path`` is the local file, ``None`` when it is missing."""
-
-    label: str
-    youtube_id: str
-    time_start: int
-    time_end: int
-    split: str
-    path: Path | None = None
-
-    @property
-    def filename(self) -> str:
-        return kinetics_filename(self.youtube_id, self.time_start, self.time_end)
-
-
-def kinetics_filename(youtube_id: str, time_start: int, time_end: int) -> str:
-    """The conventional clip name ``{youtube_id}_{start:06d}_{end:06d}.mp4``."""
-    return f"{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
-
-
-def _index_files(root: Path) -> dict[str, list[Path]]:
-    """One recursive scan of ``root``: file stem -> video files with that stem."""
-    index: dict[str, list[Path]] = {}
-    for path in list_videos(root):
-        index.setdefault(path.stem, []).append(path)
-    return index
-
-
-def _pick(candidates: list[Path], split: str) -> Path:
-    if len(candidates) == 1:
-        return candidates[0]
-
-    # Prefer .mp4, then a file that lives under a directory named after the split.
-    def score(p: Path) -> tuple[int, int, str]:
-        return (p.suffix.lower() != ".mp4", split not in p.parts, str(p))
-
-    return min(candidates, key=score)
-
-
-def load_kinetics(
-    csv_path: str | Path, root: str | Path, split: str | None = None
-) -> tuple[list[KineticsEntry], int]:
-    """Entries of an official Kinetics CSV whose clip exists under ``root``, and the number missing.
-
-    The CSV header is ``label,youtube_id,time_start,time_end,split`` (test CSVs may lack ``label``).
-    Clips are found by name anywhere under ``root`` (flat, ``root/split/label/`` or ``root/label/``);
-    other video extensions with the same stem are accepted too. Rows of other splits are dropped when
-    ``split`` is given. Missing clips are logged once as a warning, not raised.
-    """
-    csv_path, root = Path(csv_path), Path(root)
-    index = _index_files(root)
-    entries: list[KineticsEntry] = []
-    missing = 0
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = {name.strip() for name in reader.fieldnames or []}
-        for needed in ("youtube_id", "time_start", "time_end"):
-            if needed not in fields:
-                raise ValueError(f"{csv_path}: missing column {needed!r} (have {sorted(fields)})")
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            row_split = row.get("split", "") or (split or "")
-            if split is not None and row_split != split:
-                continue
-            try:
-                entry = KineticsEntry(
-                    label=row.get("label", ""),
-                    youtube_id=row["youtube_id"],
-                    time_start=int(float(row["time_start"])),
-                    time_end=int(float(row["time_end"])),
-                    split=row_split,
-                )
-            except ValueError:
-                log.warning("%s: skipping malformed row %r", csv_path, row)
-                continue
-            candidates = index.get(Path(entry.filename).stem)
-            if candidates is None:
-                missing += 1
-                continue
-            entry.path = _pick(candidates, row_split)
-            entries.append(entry)
-    if missing:
-        log.warning(
-            "%s: %d of %d clips missing under %s", csv_path.name, missing, missing + len(entries), root
-        )
-    return entries, missing
-
 
 # --------------------------------------------------------------------------------------------------------
 # clip sampling
@@ -286,14 +74,28 @@ class ClipSpec:
         return round((self.augment.zoom if self.augment else self.resize_factor) * self.size)
 
 
+def window_starts(num_frames: int, frames: int, windows: int) -> list[int]:
+    """Starts of ``windows`` evenly spaced windows of ``frames`` frames: window ``k`` starts ``(k + 1/2) /
+    windows`` of the way through the possible starts (a single window is the centre window); duplicates go."""
+    slack = max(num_frames - frames, 0)
+    starts = [(2 * k + 1) * slack // (2 * windows) for k in range(windows)]
+    return list(dict.fromkeys(starts))
+
+
+def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` square of ``[T, H, W, 3]`` frames (a view)."""
+    _, h, w, _ = frames.shape
+    y, x = (h - size) // 2, (w - size) // 2
+    return frames[:, y:y + size, x:x + size]
+
+
 def _window_start(num_frames: int, spec: ClipSpec, rng: random.Random | None) -> int:
-    slack = max(0, num_frames - spec.frames)
     if spec.train:
-        return (rng or random).randint(0, slack)
-    return slack // 2
+        return (rng or random).randint(0, max(0, num_frames - spec.frames))
+    return window_starts(num_frames, spec.frames, 1)[0]  # the centre window
 
 
-def _loop(clip: np.ndarray, frames: int) -> np.ndarray:
+def loop_clip(clip: np.ndarray, frames: int) -> np.ndarray:
     """Repeat a short clip in time until it has ``frames`` frames."""
     if len(clip) == 0:
         raise VideoError("empty clip")
@@ -316,8 +118,7 @@ def _crop_flip(clip: np.ndarray, spec: ClipSpec, rng: random.Random | None) -> n
         if r.random() < 0.5:
             clip = clip[:, :, ::-1]
     else:
-        y, x = (h - s) // 2, (w - s) // 2
-        clip = clip[:, y : y + s, x : x + s]
+        clip = centre_crop(clip, s)
     return np.ascontiguousarray(clip)
 
 
@@ -345,7 +146,7 @@ def sample_clip(
         # The frame count was an estimate that overshot: take the last frames that really exist.
         end = start + len(clip)
         clip = read_video(path, max(0, end - spec.frames) if len(clip) else 0, spec.frames, spec.decode_size)
-    return _crop_flip(_loop(clip, spec.frames), spec, rng)
+    return _crop_flip(loop_clip(clip, spec.frames), spec, rng)
 
 
 class FrameCache:
@@ -389,7 +190,7 @@ class FrameCache:
         if frames is None:
             raise VideoError(f"video failed to decode: {self.paths[index]}")
         start = _window_start(len(frames), self.spec, rng)
-        clip = _loop(frames[start : start + self.spec.frames], self.spec.frames)
+        clip = loop_clip(frames[start : start + self.spec.frames], self.spec.frames)
         return _crop_flip(clip, self.spec, rng)
 
 

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from .blend import blend
-from .data import ClipSpec, from_model, sample_clip, to_model
+from .data import ClipSpec, sample_clip
 from .errors import CentrifugeError
 from .evaluate import evaluate_clips, format_table
+from .frames import from_model, to_model
 from .losses import pairwise_loss, pit_from_matrix
-from .separate import separate, thumbnail, write_contact_sheet
+from .separate import separate
+from .separation.previews import thumbnail, write_contact_sheet
 
 BLEND_CLIPS = ("bikes.mp4", "office-window.mp4")
 REAL_CLIP = "carphone.mp4"  # filmed from inside a car: scenery through (and reflected in) the window glass

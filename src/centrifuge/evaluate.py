@@ -16,8 +16,13 @@ from typing import Any
 import torch
 
 from .blend import blend
-from .data import ClipSpec, all_pairs, sample_clip, to_model
+from .checkpoint import CONFIG, read_model_info
+from .config import read_run_config
+from .data import ClipSpec, all_pairs, sample_clip
+from .errors import CheckpointError
+from .frames import to_model
 from .losses import identity_outputs, pit_loss, psnr
+from .sources import training_videos
 from .tone import gradient_correlation, split_kind
 
 #: Pairs of video indices to evaluate (all, those touching a held-out set, or a seeded subset).
@@ -92,8 +97,6 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
     from), a weights file whose metadata lists them (``trained_on``), or None for the packaged model. Clips
     are matched by file name, which survives copying a model to another machine.
     """
-    from .checkpoint import CONFIG, CheckpointError, read_model_info
-    from .train import read_run_config, training_videos
 
     run = Path(model) if model is not None else None
     if run is not None and (run / CONFIG).is_file():

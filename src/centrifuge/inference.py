@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -38,10 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .devices import cpu_has_bf16_blocked_layout, resolve_precision
+
 __all__ = [
-    "PRECISIONS",
-    "resolve_precision",
-    "cpu_has_fast_bf16",
     "fold_batch_norm",
     "inference_context",
     "InferenceModel",
@@ -50,47 +48,6 @@ __all__ = [
     "onednn_available",
     "use_onednn_units",
 ]
-
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX-BF16)."""
-    try:
-        return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
-    except (AttributeError, RuntimeError):  # older PyTorch
-        return False
-
-
-@functools.cache
-def cpu_has_bf16_blocked_layout() -> bool:
-    """Whether oneDNN runs bf16 convolutions on this CPU (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on
-    AVX2-only CPUs it raises at the first channels-last or prepacked convolution)."""
-    try:
-        caps = torch.cpu.get_capabilities()
-    except (AttributeError, RuntimeError):  # older PyTorch: assume the common server CPU
-        return True
-    return bool(caps.get("avx_ne_convert") or all(caps.get(k) for k in ("avx512_bw", "avx512_vl", "avx512_dq")))
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
-    """The compute dtype for ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on ``device``.
-
-    ``auto`` is bf16 on GPUs that support it and on CPUs with AMX-BF16 (about 3x faster than fp32 there, see
-    ``docs/performance.md``; the output differs from fp32 by ~56 dB PSNR), fp32 otherwise: without AMX,
-    bf16 convolutions on CPU are emulated and can be slower than fp32.
-    """
-    device = torch.device(device)
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return torch.bfloat16
-        return torch.float32
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (choose from auto, {', '.join(PRECISIONS)})")
-    return PRECISIONS[precision]
-
 
 def _fold(conv: nn.Module, bn: nn.BatchNorm3d, transposed: bool) -> None:
     """Merge ``bn`` (running statistics) into ``conv``'s weight and bias, in place."""
@@ -400,7 +357,7 @@ def prepare_for_inference(model: nn.Module, device: str | torch.device = "cpu", 
     Args:
         model: a :class:`~centrifuge.model.Predictor` or :class:`~centrifuge.model.PredictorCorrector`.
         device: where to run.
-        precision: ``auto`` (see :func:`resolve_precision`), ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``auto`` (see :func:`centrifuge.devices.resolve_precision`), ``fp32``, ``bf16`` or ``fp16``.
         channels_last: use ``torch.channels_last_3d`` for weights and activations.
         compile: ``torch.compile`` the network (first calls are slow; needs a C++ compiler on CPU).
         fuse: fold BatchNorm into the convolutions (needed to cast the whole network to bf16/fp16;

@@ -313,7 +313,7 @@ def blend_job(jobs: Jobs, videos: list[str | Path], limits: Limits, model: str |
     """
     from .checkpoint import load_model
     from .demo import FRAMES, blend_and_separate
-    from .train import pick_device
+    from .devices import pick_device
 
     if len(videos) != 2:
         raise CentrifugeError("a blend needs two clips")

@@ -126,11 +126,36 @@ def diversity(outputs: torch.Tensor) -> torch.Tensor:
 
 def most_dissimilar_pair(outputs: torch.Tensor) -> torch.Tensor:
     """Sec. 3.2: the two output layers farthest apart under Eq. 3. Returns ``[B, 2]`` indices (i < j)."""
-    d = layer_distances(outputs)
-    n = d.shape[-1]
-    upper = torch.ones(n, n, dtype=torch.bool, device=d.device).triu(1)
-    flat = d.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)
+    return farthest_pair(layer_distances(outputs))
+
+
+def farthest_pair(distances: torch.Tensor) -> torch.Tensor:
+    """The pair ``i < j`` with the largest ``distances[b, i, j]`` (``[B, n, n]``, e.g. accumulated over a
+    whole video): ``[B, 2]`` indices."""
+    n = distances.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=distances.device).triu(1)
+    flat = distances.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)
     return torch.stack([flat // n, flat % n], dim=1)
+
+
+def assign_slots(matrix: torch.Tensor) -> list[int]:
+    """Slot order ``perm`` minimising ``sum_j matrix[perm[j], j]`` (``matrix[i, j]``: output i vs reference j).
+
+    Exhaustive (:func:`pit_from_matrix`) for ``n <= 8``; above, ``n!`` is too many, and greedy on the smallest
+    remaining distance is good enough for well-separated layers.
+    """
+    n = matrix.shape[0]
+    if n <= 8:
+        return pit_from_matrix(matrix[None].float())[1][0].tolist()
+    perm = [-1] * n
+    m = matrix.clone().float()
+    for _ in range(n):
+        flat = int(m.argmin())
+        i, j = divmod(flat, n)
+        perm[j] = i
+        m[i, :] = float("inf")
+        m[:, j] = float("inf")
+    return perm
 
 
 def identity_outputs(mix: torch.Tensor, n: int = 2) -> torch.Tensor:
@@ -140,7 +165,11 @@ def identity_outputs(mix: torch.Tensor, n: int = 2) -> torch.Tensor:
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1], measured on pixels mapped to [0, 1]: ``[..., 3, T, H, W] -> [...]``."""
-    mse = (((a - b) / 2).clamp(-1, 1) ** 2).mean(dim=(-4, -3, -2, -1))
+    return psnr_from_mse((((a - b) / 2).clamp(-1, 1) ** 2).mean(dim=(-4, -3, -2, -1)))
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB from the mean squared error of pixels in [0, 1] (peak 1); at most 100 dB."""
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 

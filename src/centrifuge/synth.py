@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .sources import walk_once
+
 __all__ = ["IMAGE_EXTENSIONS", "SynthConfig", "PhotoLibrary", "PhotoSynth", "Path2D", "list_images", "camera_path",
            "object_path", "render", "render_layer", "soft_crop", "flow_field"]
 
@@ -75,8 +77,6 @@ def list_images(root: str | Path) -> list[Path]:
         return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
-    from .data import walk_once
-
     found = [Path(dirpath) / n for dirpath, names in walk_once(root, hidden_folders=False) for n in names
              if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
     return sorted(found)

@@ -15,6 +15,8 @@ update, with floating-point results that differ in rounding only (``tests/test_t
   over ~200 tensors with several element-wise passes each.
 * **Thin layers** (``centrifuge.thin_layers``): the decoder's full-resolution BatchNorm and head run in a
   layout that suits them.
+* **What a step works on** (:class:`TrainingRun`): the model, its DDP wrapper and compiled form, the loss, the
+  optimizer, the loss scaler and the weight average, as ``centrifuge.train`` sets them up.
 * **The allocator** (:func:`keep_freed_memory`): a CPU step allocates and frees the same large tensors every
   time; glibc hands blocks over 32 MB (and, by default, freed heap tops) back to the kernel, which then
   zeroes every page again on the next step's first touch.
@@ -27,9 +29,15 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from .config import TrainConfig
+from .ema import WeightAverage
+from .model import ModelConfig
 
 log = logging.getLogger("centrifuge")
 
@@ -97,3 +105,25 @@ def compile_for_training(net: nn.Module, model: nn.Module, mix: torch.Tensor, la
             model.load_state_dict(saved)
         model.zero_grad(set_to_none=True)
     return compiled, time.perf_counter() - start
+
+
+@dataclass
+class TrainingRun:
+    """What the training loop works on, as ``centrifuge.train`` sets it up."""
+
+    model_cfg: ModelConfig
+    cfg: TrainConfig
+    device: torch.device
+    model: torch.nn.Module  # this rank's weights (what is saved)
+    ddp: torch.nn.Module  # ``model``, wrapped in DistributedDataParallel when there are several ranks
+    net: torch.nn.Module  # what runs the forward pass: ``ddp``, compiled with ``--compile``
+    loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    amp: torch.dtype | None
+    memory_format: torch.memory_format
+    micro: int
+    accum: int
+    start_step: int
+    state: dict[str, Any]  # the saved state resumed from ({} for a new run)

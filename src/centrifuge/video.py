@@ -28,7 +28,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .errors import CentrifugeError
+from .errors import CentrifugeError, VideoError
 
 __all__ = ["VideoError", "NotAVideoError", "VideoInfo", "MIN_FRAMES", "check_video", "probe", "read_video",
            "iter_frames", "VideoWriter", "write_video"]
@@ -50,10 +50,6 @@ _STILL_DISPOSITIONS = av.stream.Disposition.attached_pic | av.stream.Disposition
 # Errors PyAV raises for unreadable/unwritable media. av's FFmpegError subclasses mix in OSError types,
 # and plain OSError covers permission problems and the like raised before FFmpeg is involved.
 _AV_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError)
-
-
-class VideoError(Exception):
-    """A video cannot be read or written; the message is meant for users."""
 
 
 class NotAVideoError(VideoError, CentrifugeError):

@@ -51,7 +51,7 @@ def check_photo_folders(photos: list[str], cutouts: list[str]) -> None:
 
 def video_paths(items: list[str]) -> list[Path]:
     """Expand files and folders (recursive) into a list of video files; a missing path is an error."""
-    from ..train import video_files
+    from ..sources import video_files
 
     paths: list[Path] = []
     for item in items:

@@ -72,7 +72,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 def settings_from_args(args: argparse.Namespace):
     """The :class:`~centrifuge.bench.BenchSettings` that ``args`` describe."""
     from ..bench import BenchSettings
-    from ..train import pick_device
+    from ..devices import pick_device
 
     _positive(args, "layers", "corrector_steps", "frames", "size", "batch", "repeats", "train_batch",
               "data_batches", "threads", "peak_size")

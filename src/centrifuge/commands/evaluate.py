@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_model
+    from ..devices import autocast_dtype, pick_device
     from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
     from ..memory import check_fits, largest_activation
-    from ..train import autocast_dtype, pick_device
     from ..video import check_video
 
     paths = video_paths(args.videos)

@@ -51,8 +51,9 @@ def _format(output: Path, opset: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import check_export
     from ..checkpoint import load_model
-    from ..export import ONNX_OPSET, check_export, export_onnx, require, save_program
+    from ..export import ONNX_OPSET, export_onnx, require, save_program
 
     output = Path(args.output)
     fmt = _format(output, args.opset)

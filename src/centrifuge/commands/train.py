@@ -136,7 +136,8 @@ def run_folder(args: argparse.Namespace) -> Path:
 
 def _resume_configs(args: argparse.Namespace, out: Path) -> tuple[ModelConfig, TrainConfig]:
     """The run's saved configs with the flags given now; a flag that would change the run is an error."""
-    from ..train import RESUME_FIELDS, changed_fields, read_run_config
+    from ..config import read_run_config
+    from ..train import RESUME_FIELDS, changed_fields
 
     saved_model, saved_cfg, _ = read_run_config(out)
     model_cfg, cfg = configure(args, (saved_model, saved_cfg))

@@ -1,6 +1,7 @@
 """The paper's experiments (Sec. 4) as reproducible runs: each trains (or loads) the models it needs, evaluates
 them on held-out blends and writes a report (``results.csv``, ``results.md``, ``results.json``, ``pairs.csv``
-and figures) into its output folder. See :mod:`centrifuge.experiments.common` for the data rules.
+and figures) into its output folder. The data rules: :mod:`centrifuge.experiments.settings` (the held-out part)
+and :mod:`centrifuge.experiments.clips` (clips and pairs).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from types import ModuleType
 
 from ..errors import CentrifugeError
 from . import baselines, colors, depth, diversity, feature_distance, frozen, layers, same_source
-from .common import Context, Report, Settings, check_out, write_report
+from .context import Context
+from .report import Report, check_out, write_report
+from .settings import Settings
 
 __all__ = ["EXPERIMENTS", "Settings", "Report", "run_experiment"]
 

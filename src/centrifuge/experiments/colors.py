@@ -8,9 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import from_model
+from ..frames import from_model
 from . import plots
-from .common import Context, Report, iter_outputs, mean, pair_records
+from .context import Context
+from .report import Report
+from .scoring import iter_outputs, mean, pair_records
 
 NAME = "colors"
 TITLE = "Fig. 4: blends with plain colour videos"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..errors import CentrifugeError
 from ..model import conv_depth
-from .common import Context, Report, mean, pair_records
+from .context import Context
+from .report import Report
+from .scoring import mean, pair_records
 
 NAME = "depth"
 TITLE = "Table 4: encoder depth"

@@ -6,11 +6,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import from_model
+from ..frames import from_model
 from ..losses import diversity
 from . import plots
-from .common import Context, Report, iter_outputs, mean
+from .context import Context
 from .frozen import normal_and_frozen, pairs_by_test
+from .report import Report
+from .scoring import iter_outputs, mean
 
 NAME = "diversity"
 TITLE = "Fig. 6: diversity of the output layers"

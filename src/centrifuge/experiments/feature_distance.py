@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .common import Context, Report, encoder_features, encoder_of, pair_records, pearson
+from .context import Context
+from .report import Report
+from .scoring import encoder_features, encoder_of, pair_records, pearson
 
 NAME = "feature-distance"
 TITLE = "Sec. 4.2: loss vs low- and high-level feature distance"

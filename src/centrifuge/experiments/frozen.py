@@ -7,7 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .common import ClipSet, Context, Report, frozen_clips, mean, pair_records
+from .clips import ClipSet, frozen_clips
+from .context import Context
+from .report import Report
+from .scoring import mean, pair_records
 
 NAME = "frozen"
 TITLE = "Table 3: motion vs static cues (frozen videos)"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..errors import CentrifugeError
-from .common import Context, Report, mean, pair_records
+from .context import Context
+from .report import Report
+from .scoring import mean, pair_records
 
 NAME = "layers"
 TITLE = "Table 2: number of output layers"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .common import Context, Report, mean, pair_records
+from .context import Context
+from .report import Report
+from .scoring import mean, pair_records
 
 NAME = "same-source"
 TITLE = "Sec. 4.2: same source vs random pairs"

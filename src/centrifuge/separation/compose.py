@@ -1,0 +1,58 @@
+"""Compose: the stitched layers brought back to the input resolution, a chunk of frames at a time.
+
+Predicted layers are upsampled (bilinear) to the input resolution and, with ``detail`` (the default), the
+input's high-frequency residual ``V - up(down(V))`` is added to every layer. Since the blend model is
+``V = (V1 + V2) / 2``, adding the same residual to each layer keeps the layers recomposing the full-resolution
+input exactly as well as they recompose the low-resolution one; the price is that fine detail (edges, texture)
+of both layers appears in each. Without ``detail`` the layers are soft.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from torch import Tensor
+
+from ..frames import resize, to_model
+from .runner import Geometry
+
+__all__ = ["COMPOSE_BUDGET", "Part", "compose"]
+
+# Full-resolution composition and the preview work on chunks of at most this many float32 values: the
+# temporaries set the peak memory, and small ones are also faster (less page-fault churn).
+COMPOSE_BUDGET = 6_000_000
+
+
+@dataclass(frozen=True)
+class Part:
+    """Consecutive frames of the video with their layers, in model units ([-1, 1])."""
+
+    start: int  # index of the first frame in the video
+    video: np.ndarray  # the input frames, uint8 [c, H, W, 3]
+    inputs: Tensor  # the input, [3, c, H, W]
+    inputs_low: Tensor  # the input as the model was given it, [3, c, h, w]
+    low: Tensor  # the stitched model outputs, [n, 3, c, h, w]
+    full: Tensor  # the layers at the input resolution, clamped to [-1, 1]: [n, 3, c, H, W]
+
+
+def compose(chunk: Tensor, frames: list[np.ndarray], start: int, geometry: Geometry, detail: bool) -> Iterator[Part]:
+    """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``."""
+    n, c = chunk.shape[0], chunk.shape[2]
+    (width, height), (pw, ph) = geometry.full, geometry.size
+    step = max(1, COMPOSE_BUDGET // (n * 3 * height * width))
+    for a in range(0, c, step):
+        b = min(c, a + step)
+        video = np.stack(frames[a:b])
+        low = chunk[:, :, a:b]
+        v = to_model(video)
+        if geometry.resized:
+            v_low = resize(v, (ph, pw))  # exactly what the model was given
+            full = resize(low, (height, width))
+            if detail:
+                full += v - resize(v_low, (height, width))
+        else:
+            v_low, full = v, low.clone()
+        full.clamp_(-1, 1)
+        yield Part(start + a, video, v, v_low, low, full)

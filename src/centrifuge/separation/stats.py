@@ -1,0 +1,133 @@
+"""Statistics: what ``layers.json`` records about a run.
+
+Per-layer statistics, the pairwise layer distances (for the most dissimilar pair, Sec. 3.2) and recomposition
+errors are accumulated on every :data:`STATS_STRIDE`-th frame; :func:`metadata` assembles the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..losses import farthest_pair, psnr_from_mse, reconstruction_loss
+from .compose import Part
+
+__all__ = ["STATS_STRIDE", "Stats", "quality", "most_dissimilar", "metadata"]
+
+# Statistics, layer distances and recomposition errors are measured on every 4th frame (0, 4, 8, ...):
+# consecutive frames are nearly identical, and on every frame they cost more than the inference.
+STATS_STRIDE = 4
+
+
+def quality(abs_sum: float, sq_sum: float, pixels: int, scale: float = 127.5) -> dict[str, float]:
+    """L1 (0-255 units) and PSNR (peak 255, at most 100 dB) from sums of absolute/squared errors in units of
+    1/scale."""
+    l1 = abs_sum / max(pixels, 1) * scale
+    mse = sq_sum / max(pixels, 1) * scale**2
+    psnr = float(psnr_from_mse(torch.tensor(mse / 255.0**2, dtype=torch.float64)))
+    return {"l1": round(l1, 4), "psnr_db": round(psnr, 3)}
+
+
+class Stats:
+    """Running sums for ``layers.json``, in model units ([-1, 1]); reported on the 0-255 scale.
+
+    Full resolution (what is written): per-layer mean/std per channel, mean absolute difference to the input,
+    and how well the mean of all layers recomposes the input. Inference resolution (what the model saw):
+    the Eq. 3 distance between every two layers (to choose the most dissimilar pair) and how well each pair's
+    mean recomposes the model's input; at full resolution the chosen pair's error is this error upsampled,
+    since the same residual detail is added to every layer.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pairs = list(itertools.combinations(range(n), 2))
+        self.pixels = 0
+        self.sum = torch.zeros(n, 3, dtype=torch.float64)
+        self.sq = torch.zeros(n, 3, dtype=torch.float64)
+        self.mad = torch.zeros(n, dtype=torch.float64)
+        self.all_abs = 0.0
+        self.all_sq = 0.0
+        self.low_pixels = 0
+        self.frames = 0
+        self.dist = torch.zeros(n, n, dtype=torch.float64)
+        self.pair_abs = torch.zeros(len(self.pairs), dtype=torch.float64)
+        self.pair_sq = torch.zeros(len(self.pairs), dtype=torch.float64)
+
+    def add(self, part: Part) -> None:
+        """The part's frames whose index is a multiple of :data:`STATS_STRIDE`."""
+        sel = [t for t in range(part.video.shape[0]) if (part.start + t) % STATS_STRIDE == 0]
+        if sel:
+            self.add_full(part.full[:, :, sel], part.inputs[:, sel])
+            self.add_low(part.low[:, :, sel], part.inputs_low[:, sel])
+
+    def add_full(self, layers: Tensor, video: Tensor) -> None:
+        """``layers``: clamped ``[n, 3, c, H, W]``; ``video``: the input ``[3, c, H, W]``."""
+        # One layer at a time: allocating [n, 3, c, H, W] temporaries costs more than the arithmetic.
+        self.pixels += video[0].numel()
+        total = torch.zeros_like(video)
+        for k in range(self.n):
+            layer = layers[k]
+            total += layer
+            self.sum[k] += layer.sum(dim=(1, 2, 3)).double()
+            self.sq[k] += layer.square().sum(dim=(1, 2, 3)).double()
+            self.mad[k] += float((layer - video).abs_().sum()) / 3
+        err = total.div_(self.n).sub_(video)
+        self.all_abs += float(err.abs().sum()) / 3
+        self.all_sq += float(err.square_().sum()) / 3
+
+    def add_low(self, layers: Tensor, video: Tensor) -> None:
+        """``layers``: raw model outputs ``[n, 3, c, h, w]``; ``video``: the model's input ``[3, c, h, w]``."""
+        c = layers.shape[2]
+        clamped = layers.clamp(-1, 1)
+        for k, (i, j) in enumerate(self.pairs):
+            # Eq. 3 averages over frames: weight by c to get a per-frame mean over the whole video.
+            # One pair at a time: small temporaries are much faster here than one batched [pairs, ...] pass.
+            self.dist[i, j] += float(reconstruction_loss(layers[i], layers[j])) * c
+            err = (clamped[i] + clamped[j]).div_(2).sub_(video)
+            self.pair_abs[k] += float(err.abs().sum()) / 3
+            self.pair_sq[k] += float(err.square_().sum()) / 3
+        self.low_pixels += video[0].numel()
+        self.frames += c
+
+    def distances(self) -> Tensor:
+        d = self.dist / max(self.frames, 1)
+        return d + d.T
+
+    def summary(self, chosen: tuple[int, int]) -> dict[str, Any]:
+        count = max(self.pixels, 1)
+        mean = self.sum / count
+        std = (self.sq / count - mean.square()).clamp_min(0).sqrt()
+        per_layer = [{"slot": k, "mean_rgb": [round(float(127.5 * (x + 1)), 3) for x in mean[k]],
+                      "std_rgb": [round(float(127.5 * x), 3) for x in std[k]],
+                      "mean_abs_diff_to_input": round(float(127.5 * self.mad[k] / count), 4)}
+                     for k in range(self.n)]
+        k = self.pairs.index(tuple(sorted(chosen)))
+        return {
+            "stats_frames": {"every": STATS_STRIDE, "count": self.frames},
+            "layer_stats": per_layer,
+            "recomposition": {
+                "note": "input vs the mean of layers (blend model V = (V1 + V2) / 2); l1 in 0-255 units, PSNR "
+                        "with peak 255 (at most 100 dB). chosen_pair: at the inference resolution, against the model's "
+                        "input; all_layers: at full resolution; chosen_pair_encoded: the written files, decoded, "
+                        "against the input",
+                "chosen_pair": quality(float(self.pair_abs[k]), float(self.pair_sq[k]), self.low_pixels),
+                "all_layers": quality(self.all_abs, self.all_sq, self.pixels),
+            },
+        }
+
+
+def most_dissimilar(dist: Tensor) -> tuple[int, int]:
+    """Sec. 3.2 on an accumulated distance matrix: the pair ``i < j`` farthest apart."""
+    i, j = farthest_pair(dist[None])[0].tolist()
+    return i, j
+
+
+def metadata(run: dict[str, Any], stats: Stats, chosen: tuple[int, int], order: list[int],
+             stitching: dict[str, int]) -> dict[str, Any]:
+    """``layers.json`` (without its timings): ``run`` (input, model, settings, files), then the layers."""
+    return {**run, "order": order, "chosen": list(chosen),
+            "layer_distances": [[round(float(x), 5) for x in row] for row in stats.distances()],
+            **stats.summary(chosen), "stitching": stitching}
