@@ -63,3 +63,37 @@ def test_evaluate_reports_the_figure_the_median_and_the_worst_pair():
     assert abs(result["median_ratio"] - sorted(ratios)[1]) < 1e-9
     assert result["worst"]["ratio"] == max(ratios)
     assert (result["worst"]["a"], result["worst"]["b"]) == pairs[ratios.index(max(ratios))]
+
+
+def test_pairwise_running_matrix_equals_the_pair_by_pair_figure():
+    from centrifuge.tone import PairwiseGradientCorrelation
+
+    layers = torch.stack([_video(5), 0.5 * _video(5) + 0.2, _video(6)])
+    acc = PairwiseGradientCorrelation(3)
+    acc.add(layers[:, :, :2])
+    acc.add(layers[:, :, 2:])
+    m = acc.matrix()
+    for i in range(3):
+        for j in range(3):
+            assert abs(m[i, j].item() - gradient_correlation(layers[i], layers[j]).item()) < 1e-5
+    assert abs(m[0, 1].item() - 1) < 1e-6
+
+
+def test_separate_records_content_or_tone_for_the_chosen_layers(tmp_path):
+    import json
+
+    from helpers import make_video
+
+    from centrifuge import separate
+
+    class Tonal(torch.nn.Module):  # three slots: the input, darker, and brighter (tonal variants only)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x, 0.5 * x - 0.3, 0.5 * x + 0.3], 1)
+
+    src = tmp_path / "in.mp4"
+    make_video(src, frames=12, width=48, height=32)
+    result = separate(src, model=Tonal(), out_dir=tmp_path / "out", progress=False, device="cpu")
+    tone = json.loads((tmp_path / "out" / "layers.json").read_text())["content_or_tone"]
+    assert tone["split"] == "tone" and tone["chosen_pair"] > 0.99
+    assert tone == result.metadata["content_or_tone"]
+    assert len(tone["all_pairs"]) == 3

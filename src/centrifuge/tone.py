@@ -47,6 +47,25 @@ class GradientCorrelation:
         return float(per_channel.mean())
 
 
+class PairwiseGradientCorrelation:
+    """Running gradient correlations between every two of ``n`` layers given in pieces: ``add(layers)`` with
+    ``layers`` ``[n, 3, T, H, W]``; ``matrix()`` is ``[n, n]`` (ones on the diagonal for non-flat layers)."""
+
+    def __init__(self, n: int) -> None:
+        self.gram = torch.zeros(n, n, 3, dtype=torch.float64)
+
+    def add(self, layers: torch.Tensor) -> None:
+        n, c = layers.shape[:2]
+        for g in _gradients(layers.double()):
+            flat = g.reshape(n, c, -1)
+            self.gram += torch.einsum("icp,jcp->ijc", flat, flat)
+
+    def matrix(self) -> torch.Tensor:
+        norms = self.gram.diagonal(dim1=0, dim2=1).T  # [n, 3]
+        den = (norms[:, None] * norms[None, :]).sqrt()
+        return torch.where(den > 0, self.gram / den.clamp(min=1e-300), torch.zeros_like(den)).mean(-1)
+
+
 def gradient_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Gradient correlation of layers ``a`` and ``b`` (``[..., 3, T, H, W]``), one value per video: ``[...]``."""
     ga, gb = _gradients(a.double()), _gradients(b.double())

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     rec = meta["recomposition"]["chosen_pair"]
     print(f"{meta['input']['frames']} frames, {meta['timings']['frames_per_s']} frames/s; chosen slots "
           f"{result.chosen[0]} and {result.chosen[1]}; their mean recomposes the input at {rec['psnr_db']} dB PSNR")
+    tone = meta["content_or_tone"]
+    kind = "different content" if tone["split"] == "content" else "tonal variants of one picture (not layers)"
+    print(f"the chosen layers' gradient correlation is {tone['chosen_pair']:.2f}: {kind}")
     for path in result.files.values():
         print(f"wrote {path}")
     return 0

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..losses import farthest_pair, psnr_from_mse, reconstruction_loss
+from ..tone import TONAL_AT, PairwiseGradientCorrelation, split_kind
 from .compose import Part
 
 __all__ = ["STATS_STRIDE", "Stats", "quality", "most_dissimilar", "metadata"]
@@ -55,6 +56,7 @@ class Stats:
         self.dist = torch.zeros(n, n, dtype=torch.float64)
         self.pair_abs = torch.zeros(len(self.pairs), dtype=torch.float64)
         self.pair_sq = torch.zeros(len(self.pairs), dtype=torch.float64)
+        self.tone = PairwiseGradientCorrelation(n)
 
     def add(self, part: Part) -> None:
         """The part's frames whose index is a multiple of :data:`STATS_STRIDE`."""
@@ -82,6 +84,7 @@ class Stats:
         """``layers``: raw model outputs ``[n, 3, c, h, w]``; ``video``: the model's input ``[3, c, h, w]``."""
         c = layers.shape[2]
         clamped = layers.clamp(-1, 1)
+        self.tone.add(clamped)
         for k, (i, j) in enumerate(self.pairs):
             # Eq. 3 averages over frames: weight by c to get a per-frame mean over the whole video.
             # One pair at a time: small temporaries are much faster here than one batched [pairs, ...] pass.
@@ -105,7 +108,15 @@ class Stats:
                       "mean_abs_diff_to_input": round(float(127.5 * self.mad[k] / count), 4)}
                      for k in range(self.n)]
         k = self.pairs.index(tuple(sorted(chosen)))
+        corr = self.tone.matrix()
+        chosen_corr = float(corr[chosen[0], chosen[1]])
         return {
+            "content_or_tone": {
+                "note": "gradient correlation of the two chosen layers at the inference resolution (per channel, so "
+                        "each layer's mean and gain drop out): about 0 when they hold different content (a blend's "
+                        f"true layers), about 1 for tonal variants of one picture; 'tone' from {TONAL_AT}",
+                "chosen_pair": round(chosen_corr, 4), "split": split_kind(chosen_corr),
+                "all_pairs": [[round(float(x), 4) for x in row] for row in corr]},
             "stats_frames": {"every": STATS_STRIDE, "count": self.frames},
             "layer_stats": per_layer,
             "recomposition": {
