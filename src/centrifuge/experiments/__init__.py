@@ -10,7 +10,7 @@ from types import ModuleType
 
 from ..errors import CentrifugeError
 from . import baselines, colors, depth, diversity, feature_distance, frozen, layers, same_source
-from .common import Context, Report, Settings, check_out, write_report
+from .common import Context, Report, Settings, open_report_folder, write_report
 
 __all__ = ["EXPERIMENTS", "Settings", "Report", "run_experiment"]
 
@@ -37,7 +37,11 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, dict[str, Pat
     if name not in EXPERIMENTS:
         raise CentrifugeError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
     _validate(settings)
-    check_out(Path(settings.out), settings.overwrite)
-    ctx = Context(settings, name)
-    report = EXPERIMENTS[name].run(ctx)
-    return report, write_report(ctx, report)
+    out_set = open_report_folder(Path(settings.out), settings.overwrite)  # held until the report is published
+    try:
+        ctx = Context(settings, name)
+        report = EXPERIMENTS[name].run(ctx)
+        return report, write_report(ctx, report, out_set)
+    except BaseException:
+        out_set.abort()
+        raise
