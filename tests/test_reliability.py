@@ -118,6 +118,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
         (f"{train} --init {{c}}/one.safetensors", "this model has 1 output layer, but training separates blends "
                                                  "of 2 videos into one layer each; start from a model with at least 2"),
         (f"{train} --layers 1", "the model needs at least 2 output layers"),
+        (f"{train} --size 100000", "needs at least"),  # memory: refused before a step, whatever the machine
+        (f"{train} --frames 10000000", "needs at least"),
         # evaluate
         (f"{ev} {m} --frames 0", "--frames"),
         (f"{ev} {m} --frames -1", "--frames"),

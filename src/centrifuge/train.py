@@ -442,6 +442,25 @@ class _Run:
     state: dict[str, Any]  # the saved state resumed from ({} for a new run)
 
 
+def check_training_memory(model: torch.nn.Module, cfg: TrainConfig, micro: int, device: torch.device,
+                          amp: torch.dtype | None) -> None:
+    """Refuse (one line, before any step) a micro-batch that cannot fit in ``device``'s memory (``centrifuge.memory``).
+
+    The bound: per clip, the blend, its targets and the model's outputs in fp32, and the activations the backward
+    pass keeps (at least BatchNorm's inputs and outputs, in the autocast precision); plus weights, gradients and
+    two optimizer buffers. Real use is higher (convolution workspaces, the loss, the data loader's batches).
+    """
+    from .memory import check_fits, training_activations
+
+    pixels = cfg.frames * cfg.size * cfg.size
+    act_bytes = 2 if amp in (torch.bfloat16, torch.float16) else 4
+    per_clip = pixels * (4 * 3 * (1 + cfg.videos_per_blend + model.n_layers) + act_bytes * training_activations(model))
+    params = sum(p.numel() for p in model.parameters())
+    check_fits(micro * per_clip + 4 * 4 * params, device,
+               f"training on {micro} clip{'s' * (micro != 1)} of {cfg.frames} frames at {cfg.size} pixels per step",
+               "lower --size, --frames or --micro-batch (gradient accumulation keeps the batch size)")
+
+
 def check_layers_for_blends(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     """Refuse (one line) a model with fewer output layers than the videos in each training blend: the loss
     matches each video to its own layer, so training could only fail at its first step."""
@@ -498,6 +517,7 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
     _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = build_model(model_cfg).to(device)
+    check_training_memory(model, cfg, micro, device, amp)
     memory_format = training_memory_format(device)
     model.to(memory_format=memory_format)
     if cfg.sync_bn and dist.enabled:
