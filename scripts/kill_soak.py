@@ -1,7 +1,8 @@
 """SIGKILL soak of ``centrifuge separate`` and ``centrifuge train`` (not part of the test run; tiny, generated inputs).
 
-For each of ``--kills`` seeded random moments (uniform over an uninterrupted run's wall time), a fresh run is
-started and killed with SIGKILL at that moment. Then:
+For each of ``--kills`` seeded random moments, a fresh run is started and killed with SIGKILL at that moment
+(separate: uniform over an uninterrupted run's wall time; train: within a second after the log line of a random
+step, or during the start, so that the kills spread over the steps and checkpoints whatever the load). Then:
 
 * separate: the output folder is absent, empty or a complete set (``layers.json`` and every file it lists, each
   decoding to the input's frame count); never a final name without ``layers.json``. The command is run again into
@@ -52,6 +53,26 @@ def killed_at(args: list[str], seconds: float) -> bool:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return True
+
+
+def killed_after_step(args: list[str], step: int, delay: float) -> bool:
+    """Run ``args`` (a training) and SIGKILL it ``delay`` seconds after its log line of ``step`` (after its start
+    for step 0): moments spread over the steps and their checkpoints whatever the machine's load. False if it
+    finished first."""
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if step > 0:
+        for line in proc.stderr:
+            if line.startswith(f"step {step}:"):
+                break
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+    finally:
+        proc.stderr.close()
 
 
 def setup(folder: Path) -> tuple[list[Path], Path]:
@@ -140,18 +161,23 @@ def soak_train(folder: Path, videos: list[Path], kills: int, rng: random.Random)
     base = ["train", *map(str, videos), *TINY, "--frames", "4", "--size", "32", "--batch-size", "2", "--workers", "0",
             "--iterations", "8", "--ckpt-every", "2", "--optimizer", "sgd", "--lr", "0.02", "--momentum", "0.9",
             "--preload", "--precision", "fp32", "--device", "cpu", "--no-progress", "--no-compile-loss", "--seed", "0",
-            "--image-every", "0"]
+            "--image-every", "0", "--log-every", "1"]
     wall = timed_run(command(*base, "--out", str(folder / "reference")))
     resumed_from: dict[str, int] = {}
+    after: dict[int, int] = {}
     for k in range(kills):
         run = folder / f"train{k}"
-        finished = not killed_at(command(*base, "--out", str(run)), rng.uniform(0.0, wall))
-        step = "finished" if finished else str(check_run_folder(run))
-        resumed_from[step] = resumed_from.get(step, 0) + 1
+        step = rng.randint(0, 7)  # after the log line of this step (0: during the start), within a second
+        finished = not killed_after_step(command(*base, "--out", str(run)), step,
+                                         rng.uniform(0.0, 8.0 if step == 0 else 1.0))
+        after[step] = after.get(step, 0) + 1
+        state = "finished" if finished else str(check_run_folder(run))
+        resumed_from[state] = resumed_from.get(state, 0) + 1
         timed_run(command(*base, "--out", str(run), "--resume"))
         assert check_run_folder(run) == 8
         assert same_training(folder / "reference", run), f"kill {k}: not bit-identical"
-    return {"uninterrupted_s": round(wall, 1), "kills": kills, "checkpoint_step_after_kill": resumed_from}
+    return {"uninterrupted_s": round(wall, 1), "kills": kills, "checkpoint_step_after_kill": resumed_from,
+            "killed_after_step": dict(sorted(after.items()))}
 
 
 def main() -> int:
