@@ -1,7 +1,7 @@
 """SIGKILL soak of ``centrifuge separate`` and ``centrifuge train`` (not part of the test run; tiny, generated inputs).
 
 For each of ``--kills`` seeded random moments, a fresh run is started and killed with SIGKILL at that moment
-(separate: uniform over an uninterrupted run's wall time; train: within a second after the log line of a random
+(separate: uniform over an uninterrupted run's wall time; train: within 0.25 s after the log line of a random
 step, or during the start, so that the kills spread over the steps and checkpoints whatever the load). Then:
 
 * separate: the output folder is absent, empty or a complete set (``layers.json`` and every file it lists, each
@@ -167,9 +167,9 @@ def soak_train(folder: Path, videos: list[Path], kills: int, rng: random.Random)
     after: dict[int, int] = {}
     for k in range(kills):
         run = folder / f"train{k}"
-        step = rng.randint(0, 7)  # after the log line of this step (0: during the start), within a second
+        step = rng.randint(0, 7)  # within 0.25 s after the log line of this step (0: during the start)
         finished = not killed_after_step(command(*base, "--out", str(run)), step,
-                                         rng.uniform(0.0, 8.0 if step == 0 else 1.0))
+                                         rng.uniform(0.0, 8.0 if step == 0 else 0.25))
         after[step] = after.get(step, 0) + 1
         state = "finished" if finished else str(check_run_folder(run))
         resumed_from[state] = resumed_from.get(state, 0) + 1
