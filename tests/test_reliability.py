@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import make_not_videos, make_video
+from PIL import Image
 from safetensors.torch import load_file
 
 import centrifuge.monitor as monitor_module
@@ -66,6 +67,13 @@ def corpus(tmp_path_factory) -> Path:
     (prev / "layers.json").write_text(json.dumps({"files": {"layers": ["layer_0.mp4"]}}))
     (root / "link.mp4").symlink_to(prev / "layer_0.mp4")
     os.link(prev / "layer_0.mp4", root / "hard.mp4")
+    (root / "vids").mkdir()  # an experiment's data folder
+    for i in range(3):
+        make_video(root / "vids" / f"v{i}.mp4", frames=8, width=32, height=32, seed=i)
+    (root / "photos").mkdir()  # synth's photos
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+            root / "photos" / f"p{i}.png")
     make_not_videos(root / "not")  # notes.txt, still.png, still.jpg, one.mp4, one.gif, audio.m4a, subs.srt
     (root / "not" / "notes.mp4").write_bytes((root / "not" / "still.png").read_bytes())  # an image named .mp4
     (root / "exp").mkdir()  # an experiment's data folder: one video and a text file named as one
@@ -110,6 +118,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
         (f"{train} --init {{c}}/one.safetensors", "this model has 1 output layer, but training separates blends "
                                                  "of 2 videos into one layer each; start from a model with at least 2"),
         (f"{train} --layers 1", "the model needs at least 2 output layers"),
+        (f"{train} --size 100000", "needs at least"),  # memory: refused before a step, whatever the machine
+        (f"{train} --frames 10000000", "needs at least"),
         # evaluate
         (f"{ev} {m} --frames 0", "--frames"),
         (f"{ev} {m} --frames -1", "--frames"),
@@ -142,6 +152,10 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("prepare {c}/not/one.mp4 --out {o}", "only 1 frame"),
         (f"experiment baselines --data {{c}}/exp --out {{o}} {m} --frames 4 --size 32 --device cpu",
          "fewer than 2 evaluation videos"),
+        # synth and experiment
+        ("synth {c}/photos -o {o} --frames 1", "--frames"),
+        ("synth {c}/photos -o {o} --n 0", "--n"),
+        (f"experiment baselines --data {{c}}/vids --out {{o}} {m} --pairs 0", "--pairs"),
         # bench, prepare, demo
         ("bench --peak-seconds -1 --json {o}", "--peak-seconds"),
         ("bench --frames 0 --json {o}", "--frames"),
@@ -250,7 +264,17 @@ def _hold_elsewhere(folder: Path) -> int:
     return fd
 
 
-@pytest.mark.parametrize("command", ["separate", "train"])
+def _synth(corpus: Path, out: Path, *more: str) -> list[str]:
+    return ["synth", f"{corpus}/photos", "-o", str(out), "--n", "2", "--frames", "3", "--size", "16", *more]
+
+
+def _experiment(corpus: Path, out: Path, *more: str) -> list[str]:
+    return ["experiment", "baselines", "--data", f"{corpus}/vids", "--out", str(out), "--model",
+            f"{corpus}/tiny.safetensors", "--frames", "4", "--size", "32", "--windows", "1", "--device", "cpu",
+            "--held-out", "v0.mp4", "v1.mp4", *more]
+
+
+@pytest.mark.parametrize("command", ["separate", "train", "synth", "experiment"])
 def test_a_folder_in_use_is_refused(corpus, tmp_path, capfd, command):
     out = tmp_path / "busy"
     fd = _hold_elsewhere(out)
@@ -258,9 +282,11 @@ def test_a_folder_in_use_is_refused(corpus, tmp_path, capfd, command):
         if command == "separate":
             args = ["separate", f"{corpus}/v0.mp4", "-o", str(out), "--model", f"{corpus}/tiny.safetensors",
                     "--no-progress", "--device", "cpu"]
-        else:
+        elif command == "train":
             args = ["train", f"{corpus}/v0.mp4", f"{corpus}/v1.mp4", "--out", str(out), *TINY_FLAGS,
                     "--iterations", "1"]
+        else:
+            args = (_synth if command == "synth" else _experiment)(corpus, out)
         assert main(args) == 2
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is in use by another centrifuge run" in err[0], err
@@ -316,6 +342,64 @@ def test_overwrite_replaces_only_the_tools_files(corpus, tmp_path):
     assert names == {"layer_0.mp4", "layer_1.mp4", "preview.mp4", "contact.png", "layers.json", *mine}
     assert all((out / name).read_bytes() == data for name, data in mine.items())
     assert json.loads((out / "layers.json").read_text())["input"]["path"].endswith("v1.mp4")
+
+
+# ---- synth and experiment: a user's folder stays theirs
+
+
+_TOOLS = {"synth": (_synth, {"synth_000.mp4", "synth_001.mp4", "contact.png", "synth.json"}, "synth.json"),
+          "experiment": (_experiment, {"pairs.csv", "results.json", "results.md", "results.csv"}, "results.csv")}
+
+
+@pytest.mark.parametrize("tool", list(_TOOLS))
+def test_synth_and_experiment_write_into_a_users_folder_and_replace_only_their_files(corpus, tmp_path, capfd, tool):
+    args, files, marker = _TOOLS[tool]
+    out = tmp_path / "out"
+    manifest = out / ("synth.json" if tool == "synth" else "results.json")
+    out.mkdir()
+    (out / "notes.txt").write_text("notes")
+    inode = out.stat().st_ino
+    assert main(args(corpus, out)) == 0  # none of the tool's names there: written into the folder, no --overwrite
+    assert {p.name for p in out.iterdir()} == files | {"notes.txt"} and out.stat().st_ino == inode
+    before = {name: (out / name).read_bytes() for name in files}
+    capfd.readouterr()
+    assert main(args(corpus, out)) == 2  # never replaced unasked
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0], err
+    assert {name: (out / name).read_bytes() for name in files} == before
+    listed = json.loads(manifest.read_text())["files"]
+    assert set(listed) == files
+    # the previous set listed an extra file (as another experiment's figure would be); the user added files of the
+    # tool's names that no set lists
+    extra = "synth_005.mp4" if tool == "synth" else "extra.png"
+    manifest.write_text(json.dumps({"files": [*listed, extra]}))
+    (out / extra).write_bytes(b"from the previous set")
+    mine = {"notes.txt": b"notes", "synth_009.mp4": b"mine", "old.png": b"a figure of mine"}
+    for name, data in mine.items():
+        (out / name).write_bytes(data)
+    more = ["--n", "1"] if tool == "synth" else []  # synth_001.mp4, listed, is not written again
+    assert main(args(corpus, out, "--overwrite", *more)) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == (files - {"synth_001.mp4"} if tool == "synth" else files) | set(mine)
+    assert all((out / name).read_bytes() == data for name, data in mine.items())  # the user's files, untouched
+    assert not list(out.glob(f".{tool}-*.part")) and out.stat().st_ino == inode
+
+
+@pytest.mark.parametrize("tool", list(_TOOLS))
+def test_synth_and_experiment_killed_in_their_commit_are_not_marked_finished(corpus, tmp_path, tool):
+    args, files, marker = _TOOLS[tool]
+    out = tmp_path / "out"
+    assert main(args(corpus, out)) == 0
+    first = sorted(files - {marker})[0]
+    _run_killed(f"""
+        kill_before(os, "replace", {first!r}, 1)
+        from centrifuge.cli import main
+        main({args(corpus, out, "--overwrite")!r})
+        """)
+    assert not (out / marker).exists()  # the mark of a finished set is gone first, comes back last
+    assert list(out.glob(f".{tool}-*.part"))  # the dead run's staging folder, not yet cleaned
+    assert main(args(corpus, out, "--overwrite")) == 0
+    assert {p.name for p in out.iterdir()} == files and not list(out.glob(f".{tool}-*.part"))
 
 
 # ---- kills inside the commit

@@ -167,7 +167,7 @@ def test_cli_bad_photo_folders(photos, tmp_path, capsys):
 def test_cli_synth_writes_clips_and_a_contact_sheet(photos, tmp_path, capsys):
     out = tmp_path / "examples"
     assert main(["synth", str(photos), "-o", str(out), "--n", "2", "--frames", "5", "--size", "24"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["contact.png", "synth_000.mp4", "synth_001.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["contact.png", "synth.json", "synth_000.mp4", "synth_001.mp4"]
     from centrifuge.video import read_video
 
     assert read_video(out / "synth_001.mp4").shape == (5, 24, 24, 3)

@@ -48,6 +48,32 @@ def largest_activation(model: nn.Module, channels: int = 3) -> float:
     return largest / (_PROBE[0] * _PROBE[1] * _PROBE[2])
 
 
+def training_activations(model: nn.Module) -> float:
+    """Values per input pixel that a training step keeps for its backward pass, at least: the input and the output
+    of every BatchNorm layer (BatchNorm's backward needs its input; the convolution or ReLU after it keeps a tensor
+    of its output's size). Measured in eval mode, so the probe leaves the running statistics alone."""
+    kept: dict[int, torch.Tensor] = {}  # held until the end, so that no two tensors share an address
+
+    def hook(_module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
+        for t in (*inputs, output):
+            if isinstance(t, torch.Tensor):
+                kept[t.data_ptr()] = t
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    param = next(model.parameters())
+    x = torch.zeros(1, 3, *_PROBE, device=param.device, dtype=param.dtype)
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+    return sum(t.numel() for t in kept.values()) / (_PROBE[0] * _PROBE[1] * _PROBE[2])
+
+
 def _gb(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 

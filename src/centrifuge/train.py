@@ -206,6 +206,25 @@ class _Start:
     step: int = 0
 
 
+def check_training_memory(model: torch.nn.Module, cfg: TrainConfig, micro: int, device: torch.device,
+                          amp: torch.dtype | None) -> None:
+    """Refuse (one line, before any step) a micro-batch that cannot fit in ``device``'s memory (``centrifuge.memory``).
+
+    The bound: per clip, the blend, its targets and the model's outputs in fp32, and the activations the backward
+    pass keeps (at least BatchNorm's inputs and outputs, in the autocast precision); plus weights, gradients and
+    two optimizer buffers. Real use is higher (convolution workspaces, the loss, the data loader's batches).
+    """
+    from .memory import check_fits, training_activations
+
+    pixels = cfg.frames * cfg.size * cfg.size
+    act_bytes = 2 if amp in (torch.bfloat16, torch.float16) else 4
+    per_clip = pixels * (4 * 3 * (1 + cfg.videos_per_blend + model.n_layers) + act_bytes * training_activations(model))
+    params = sum(p.numel() for p in model.parameters())
+    check_fits(micro * per_clip + 4 * 4 * params, device,
+               f"training on {micro} clip{'s' * (micro != 1)} of {cfg.frames} frames at {cfg.size} pixels per step",
+               "lower --size, --frames or --micro-batch (gradient accumulation keeps the batch size)")
+
+
 def check_layers_for_blends(model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     """Refuse (one line) a model with fewer output layers than the videos in each training blend: the loss
     matches each video to its own layer, so training could only fail at its first step."""
@@ -294,6 +313,7 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
     _, micro, accum = split_batch(cfg.batch_size, dist.world_size, cfg.micro_batch)
     memory_format = training_memory_format(device)
     model = _build(start, dist, device, memory_format)
+    check_training_memory(model, cfg, micro, device, amp)
     optimizer = make_optimizer(model, cfg, device)
     # The ranks hold the same weights: one average, on the rank that saves it. It starts from the weights of
     # --init (loaded above) or, on resume, from the checkpoint's average (a resumed run keeps its --ema).

@@ -12,7 +12,7 @@ from types import ModuleType
 from ..errors import CentrifugeError
 from . import baselines, colors, depth, diversity, feature_distance, frozen, layers, same_source
 from .context import Context
-from .report import Report, check_out, write_report
+from .report import Report, open_report_folder, write_report
 from .settings import Settings
 
 __all__ = ["EXPERIMENTS", "Settings", "Report", "run_experiment"]
@@ -40,7 +40,11 @@ def run_experiment(name: str, settings: Settings) -> tuple[Report, dict[str, Pat
     if name not in EXPERIMENTS:
         raise CentrifugeError(f"unknown experiment {name!r} (choose from {', '.join(EXPERIMENTS)})")
     _validate(settings)
-    check_out(Path(settings.out), settings.overwrite)
-    ctx = Context(settings, name)
-    report = EXPERIMENTS[name].run(ctx)
-    return report, write_report(ctx, report)
+    out_set = open_report_folder(Path(settings.out), settings.overwrite)  # held until the report is published
+    try:
+        ctx = Context(settings, name)
+        report = EXPERIMENTS[name].run(ctx)
+        return report, write_report(ctx, report, out_set)
+    except BaseException:
+        out_set.abort()
+        raise

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,8 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..checkpoint import atomic_write
-from ..errors import CentrifugeError
+from ..output_set import OutputSet
 from .context import Context
 
 
@@ -67,29 +67,31 @@ def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace an earlier report unless asked (before any slow work)."""
-    if out.exists() and not out.is_dir():
-        raise CentrifugeError(f"--out must be a folder: {out}")
-    if (out / "results.csv").exists() and not overwrite:
-        raise CentrifugeError(f"{out} already holds results (pass --overwrite to replace them)")
+#: The names a report's files have: the only files ``experiment`` refuses to replace unasked, replaces or removes.
+REPORT_NAMES = re.compile(r"results\.(?:csv|md|json)|pairs\.csv|[\w-]+\.png")
 
 
-def write_report(ctx: Context, report: Report) -> dict[str, Path]:
-    """Write ``results.csv``, ``pairs.csv``, ``results.md``, ``results.json`` and the figures into ``--out``."""
+def _listed(out: Path) -> list[str]:
+    return json.loads((out / "results.json").read_text())["files"]
+
+
+def open_report_folder(out: Path, overwrite: bool) -> OutputSet:
+    """Hold ``out`` for the whole run and refuse, before any slow work, to replace an earlier report unasked
+    (``centrifuge.output_set``: the report is staged and published with ``results.csv`` last)."""
+    return OutputSet(out, "experiment", REPORT_NAMES, "results.csv", _listed, overwrite)
+
+
+def write_report(ctx: Context, report: Report, out_set: OutputSet) -> dict[str, Path]:
+    """Write ``results.csv``, ``pairs.csv``, ``results.md``, ``results.json`` and the figures into ``--out``:
+    staged in ``out_set``, then published with ``results.csv`` last (its presence marks a finished report)."""
     out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
     for name, image in report.figures.items():
-        path = out / name
         # 256 colours: a third of the size for frame strips, no visible change for charts
         small = image.quantize(256, method=Image.Quantize.MEDIANCUT) if image.mode == "RGB" else image
-        atomic_write(path, lambda tmp, small=small: small.save(tmp, format="PNG", optimize=True))
-        written[name] = path
+        small.save(out_set.path(name), format="PNG", optimize=True)
     pair_cols = list(dict.fromkeys(k for r in report.pair_rows for k in r))
     if report.pair_rows:
-        atomic_write(out / "pairs.csv", lambda tmp: Path(tmp).write_text(_csv_text(pair_cols, report.pair_rows)))
-        written["pairs.csv"] = out / "pairs.csv"
+        out_set.path("pairs.csv").write_text(_csv_text(pair_cols, report.pair_rows))
     elapsed = time.time() - ctx.t0
     s = ctx.s
     md = [f"# {report.title}", "", report.description, "", markdown_table(report.columns, report.rows), ""]
@@ -120,15 +122,13 @@ def write_report(ctx: Context, report: Report) -> dict[str, Path]:
                "size": ctx.size, "split": ctx.split_text, "elapsed_s": elapsed, "rows": report.rows,
                "notes": report.notes, "models": [asdict(m) for m in ctx.models],
                "videos": [{"path": str(v.path), "held_out": v.held_out, "label": v.label} for v in ctx.videos],
-               "train_videos": [str(p) for p in ctx.train_videos]}
-    atomic_write(out / "results.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(_no_nan(summary), indent=2, default=str)))
-    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(md_text))
-    # results.csv last: its presence marks a finished report (see check_out)
-    atomic_write(out / "results.csv", lambda tmp: Path(tmp).write_text(csv_text))
-    written.update({"results.json": out / "results.json", "results.md": out / "results.md",
-                    "results.csv": out / "results.csv"})
-    return written
+               "train_videos": [str(p) for p in ctx.train_videos],
+               "files": [*report.figures, *(["pairs.csv"] if report.pair_rows else []), "results.json",
+                         "results.md", "results.csv"]}
+    out_set.path("results.json").write_text(json.dumps(_no_nan(summary), indent=2, default=str))
+    out_set.path("results.md").write_text(md_text)
+    out_set.path("results.csv").write_text(csv_text)
+    return out_set.commit()
 
 
 def _no_nan(x: Any) -> Any:
