@@ -248,6 +248,9 @@ def test_one_frame_convolves_with_its_one_temporal_tap(kernel, stride):
         padded = torch.nn.functional.pad(x, _flat_pad(pads))
         full = torch.relu(unit.bn(torch.nn.functional.conv3d(padded, unit.conv3d.weight, None, unit.stride)))
         assert torch.allclose(unit(x), full, atol=1e-6)
-        # bf16 on one frame stays finite (oneDNN's kernel returned NaN here on AMX CPUs)
+        # bf16 on one frame takes the one-tap path: finite (oneDNN's kernel returned NaN here on AMX CPUs), and
+        # the same sum within bf16 rounding
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert torch.isfinite(unit(x)).all()
+            low = unit(x).float()
+        assert torch.isfinite(low).all()
+        assert (low - full).abs().max() < 0.05 * full.abs().max()

@@ -151,6 +151,10 @@ def _flat_pad(pads: Sequence[tuple[int, int]]) -> list[int]:
     return [p for pair in reversed(pads) for p in pair]
 
 
+def _cpu_bf16(x: Tensor) -> bool:
+    return x.device.type == "cpu" and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))
+
+
 class Unit3D(nn.Module):
     """Conv3d (no bias) + BatchNorm3d + ReLU with TF "SAME" padding, as ``Unit3D`` in ``kinetics-i3d``."""
 
@@ -177,10 +181,9 @@ class Unit3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pads = _same_pads(x.shape[-3:], self.kernel_shape, self.stride)
         w, b = self.conv3d.weight, self.conv3d.bias
-        if x.shape[-3] == 1 and self.kernel_shape[0] > 1:
-            # One frame: the padding leaves only one temporal tap on it, so convolve with that tap alone.
-            # Same sum, fewer products, and it avoids oneDNN's bf16 kernel, which returns NaN for one
-            # frame with temporal padding on AMX CPUs.
+        if x.shape[-3] == 1 and self.kernel_shape[0] > 1 and _cpu_bf16(x):
+            # oneDNN's bf16 kernel returns NaN for one frame with temporal padding (seen on AMX CPUs); the
+            # padding leaves one temporal tap on that frame, so convolving with that tap alone is the same sum.
             tap = pads[0][0]
             w, pads = w[:, :, tap:tap + 1], [(0, 0), *pads[1:]]
         if all(lo == hi for lo, hi in pads):
