@@ -56,6 +56,7 @@ CONTACT_BLOCK = 16  #: contact.png: one area average per CONTACT_BLOCK x CONTACT
 MAX_LEVELS, MEAN_LEVELS = 2, 0.3  #: thumbnails: largest and mean absolute difference, in levels of 255
 REL, ABS, DB = 1e-3, 1e-4, 0.02  #: floats: |got - ref| <= REL * |ref| + ABS; figures in dB: <= DB
 ENCODED = 0.05  #: figures of decoded x264 output (``chosen_pair_encoded``)
+HEAD_STD = 0.5  #: the test model's head: weights drawn with this spread (see _model)
 
 
 def _thumbnails(frames: np.ndarray, size: tuple[int, int] = (THUMB, THUMB)) -> np.ndarray:
@@ -78,8 +79,9 @@ def _model(folder: Path) -> Path:
     cfg = ModelConfig(n_layers=3, width=0.125)
     model = build_model(cfg)
     # The head starts near zero (grey layers, spread well under a level), where a change to stitching or
-    # composing would not move a thumbnail; a lively head makes layers that differ across windows and tiles.
-    torch.nn.init.normal_(model.decoder.head.weight, std=0.2)
+    # composing would not move a thumbnail; a lively head makes layers that differ across windows, so that
+    # e.g. another cross-fade ramp moves thumbnails by over 10 levels (float noise of other kernels: 1 level).
+    torch.nn.init.normal_(model.decoder.head.weight, std=HEAD_STD)
     path = folder / "tiny.safetensors"
     save_weights(path, model, cfg)
     return path
