@@ -30,7 +30,6 @@ from ..checkpoint import fsync
 from ..errors import CentrifugeError
 from ..locks import hold_folder
 from ..video import VideoWriter
-from .background import Background
 
 __all__ = ["LAYER_NAME", "PREVIEW_NAME", "CONTACT_NAME", "META_NAME", "CRF", "X264_PRESET", "Output", "LayerFiles",
            "file_names"]
@@ -187,8 +186,7 @@ def _listed_outputs(folder: Path) -> set[str]:
 
 
 class LayerFiles:
-    """Encode: one H.264 file per model slot, made in the output's temporary folder, on a worker thread
-    (:class:`.background.Background`) while the next chunk is computed."""
+    """Encode: one H.264 file per model slot, made in the output's temporary folder."""
 
     def __init__(self, output: Output, n: int, rate: float, width: int, height: int,
                  stack: contextlib.ExitStack):
@@ -196,18 +194,12 @@ class LayerFiles:
         pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
         self.writers = [stack.enter_context(VideoWriter(output.slot_path(k), rate, width, height, crf=CRF,
                                                         preset=X264_PRESET, pix_fmt=pix_fmt)) for k in range(n)]
-        self._background = Background(stack)
 
-    def _write(self, layers: np.ndarray) -> None:
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray) -> None:
+        """``layers``: ``uint8 [n, c, H, W, 3]``, the frames after those already written."""
         for k, writer in enumerate(self.writers):
             writer.write(layers[k])
 
-    def add(self, start: int, video: np.ndarray, layers: np.ndarray) -> None:
-        """``layers``: ``uint8 [n, c, H, W, 3]``, the frames after those already written; encoded while the
-        caller goes on, so it must not be changed afterwards."""
-        self._background.submit(self._write, layers)
-
     def close(self) -> None:
-        self._background.wait()
         for writer in self.writers:
             writer.close()

@@ -3,7 +3,6 @@ layers side by side, re-read from the files just written, each panel labelled)."
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import torch
 
 from ..frames import resize, to_model, to_uint8
 from ..video import VideoWriter, iter_frames
-from .background import Background
 from .output import CRF, X264_PRESET
 from .stats import quality
 
@@ -91,10 +89,7 @@ def write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_fi
     streams = [inputs] + [iter_frames(p, batch=batch) for p in layer_files]
     abs_sum = sq_sum = 0.0
     pixels = 0
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(path, fps, pw * len(names), ph + _LABEL_H, crf=CRF,
-                                                 preset=X264_PRESET))
-        background = Background(stack)  # encodes a batch while the next one is decoded
+    with VideoWriter(path, fps, pw * len(names), ph + _LABEL_H, crf=CRF, preset=X264_PRESET) as writer:
         for batches in zip(*streams, strict=False):
             c = min(len(b) for b in batches)
             x = [to_model(b[:c]) for b in batches]
@@ -103,7 +98,5 @@ def write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_fi
             sq_sum += float(err.square().sum()) / 3
             pixels += x[0][0].numel()
             frames = np.concatenate([to_uint8(resize(v, (ph, pw)).clamp_(-1, 1)) for v in x], axis=2)
-            background.submit(writer.write,
-                              np.concatenate([np.broadcast_to(header, (c, *header.shape)), frames], axis=1))
-        background.wait()
+            writer.write(np.concatenate([np.broadcast_to(header, (c, *header.shape)), frames], axis=1))
     return quality(abs_sum, sq_sum, pixels)
