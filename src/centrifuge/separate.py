@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from .errors import CentrifugeError
@@ -258,7 +259,7 @@ def _stitched(win: Window, runner: ModelRunner, stitcher: WindowStitcher, timer:
         return stitcher.flush()
     with timer("inference"):
         y = runner(win.clip)[:, :, win.skip:]
-    with timer("stitch"):
+    with timer("stitch"), torch.inference_mode():  # the stitcher blends the runner's (inference) outputs in place
         return stitcher.add(y, y.shape[2] if win.emit is None else win.emit)
 
 
