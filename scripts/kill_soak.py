@@ -45,7 +45,11 @@ def timed_run(args: list[str]) -> float:
 
 def killed_at(args: list[str], seconds: float) -> bool:
     """Run ``args`` and SIGKILL it after ``seconds``; False if it finished first."""
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _kill_after(subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), seconds)
+
+
+def _kill_after(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL ``proc`` after ``seconds``; False if it finished first."""
     try:
         proc.wait(timeout=seconds)
         return False
@@ -65,12 +69,7 @@ def killed_after_step(args: list[str], step: int, delay: float) -> bool:
             if line.startswith(f"step {step}:"):
                 break
     try:
-        proc.wait(timeout=delay)
-        return False
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return True
+        return _kill_after(proc, delay)
     finally:
         proc.stderr.close()
 
