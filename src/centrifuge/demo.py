@@ -95,7 +95,7 @@ def run_demo(out_dir: str | Path, model: str | None = None, overwrite: bool = Fa
     real = separate(asset(REAL_CLIP), model=net, out_dir=out / "real", layers="best2", overwrite=overwrite,
                     progress=progress)
     return {"figures": figures, "model": info["path"], "seconds": time.perf_counter() - t0,
-            "fit_note": fit_note(info, BLEND_CLIPS),
+            "fit_note": fit_note(info, BLEND_CLIPS), "real_tone": real.metadata["content_or_tone"],
             "blend_files": {k: str(v) for k, v in blend_files.items()},
             "real_files": {k: str(v) for k, v in real.files.items()}}
 
@@ -111,4 +111,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"\n{title}:")
         for path in sorted(files.values()):
             print(f"  {path}")
+    tone = report["real_tone"]
+    print(f"  its two layers' gradient correlation: {tone['chosen_pair']:.2f} ({tone['split']}: different content "
+          "scores about 0, tonal variants of one picture about 1)")
     print(f"done in {report['seconds']:.0f} s")

@@ -139,9 +139,10 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
         worst = result["worst"]
         names = " + ".join(worst.get("clips", [str(worst["a"]), str(worst["b"])]))
         corr = result["gradient_correlation"]
-        lines += [f"| median pair, model / identity | {result['median_ratio']:.3f} | |",
-                  f"| worst pair, model / identity ({names}) | {worst['ratio']:.3f} | {worst['psnr_db']:.2f} |",
-                  f"| gradient correlation of the matched layers | {corr:.2f} ({split_kind(corr)}: true layers "
-                  f"about 0, tonal variants about 1) | |"]
+        if result["pairs"] > 2:  # with one or two pairs the mean says it all
+            lines += [f"| median pair, model / identity | {result['median_ratio']:.3f} | |",
+                      f"| worst pair, model / identity ({names}) | {worst['ratio']:.3f} | {worst['psnr_db']:.2f} |"]
+        lines.append(f"| gradient correlation of the matched layers | {corr:.2f} ({split_kind(corr)}: true layers "
+                     f"about 0, tonal variants about 1) | |")
     lines.append(f"\n{result['pairs']} pairs, alpha = 0.5")
     return "\n".join(lines)
