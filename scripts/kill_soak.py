@@ -80,7 +80,7 @@ def setup(folder: Path) -> tuple[list[Path], Path]:
 
     from centrifuge.checkpoint import save_weights
     from centrifuge.model import ModelConfig, build_model
-    from centrifuge.video import write_video
+    from centrifuge.video_writer import write_video
 
     rng = np.random.default_rng(0)
     videos = []

@@ -43,7 +43,7 @@ def make_inputs(folder: Path, max_seconds: float) -> dict[str, tuple[Path, int]]
     import av
     from PIL import Image
 
-    from centrifuge.video import write_video
+    from centrifuge.video_writer import write_video
 
     rng = np.random.default_rng(0)
     files: dict[str, tuple[Path, int]] = {}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from centrifuge.video import probe, read_video, write_video
+from centrifuge.video import probe, read_video
+from centrifuge.video_writer import write_video
 
 # asset name: (source file, first frame, frames)
 ASSETS = {

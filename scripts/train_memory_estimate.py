@@ -32,7 +32,7 @@ def main() -> None:
     from centrifuge import train as training
     from centrifuge.config import TrainConfig
     from centrifuge.model import ModelConfig, build_model
-    from centrifuge.video import write_video
+    from centrifuge.video_writer import write_video
 
     build_model(ModelConfig())  # what the process holds before any step: imports and one model
     before = peak_mb()

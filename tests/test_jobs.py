@@ -18,7 +18,8 @@ from centrifuge.checkpoint import save_weights
 from centrifuge.errors import USER_ERRORS, error_line
 from centrifuge.jobs import Cancelled, Jobs, Limits, Stopped, blend_job, check_video, separate_job
 from centrifuge.model import ModelConfig, build_model
-from centrifuge.video import read_video, write_video
+from centrifuge.video import read_video
+from centrifuge.video_writer import write_video
 
 OUTPUTS = {"layer_0.mp4", "layer_1.mp4", "preview.mp4", "contact.png", "layers.json"}
 

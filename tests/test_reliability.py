@@ -29,7 +29,7 @@ from centrifuge.config import TrainConfig
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.sources import list_videos
 from centrifuge.train import make_optimizer, train
-from centrifuge.video import write_video
+from centrifuge.video_writer import write_video
 
 TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
 TINY_FLAGS = ["--frames", "4", "--size", "32", "--width", "0.125", "--layers", "2", "--final-endpoint", "Mixed_3c",

@@ -18,7 +18,8 @@ from centrifuge.frames import to_model
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.separate import separate
 from centrifuge.separation.stitch import WindowStitcher
-from centrifuge.video import VideoWriter, probe, read_video, write_video
+from centrifuge.video import probe, read_video
+from centrifuge.video_writer import VideoWriter, write_video
 
 FINAL_NAMES = ("preview.mp4", "contact.png", "layers.json")
 

@@ -40,7 +40,8 @@ from PIL import Image
 from centrifuge import cli, separate
 from centrifuge.checkpoint import save_weights
 from centrifuge.model import ModelConfig, build_model
-from centrifuge.video import VideoWriter, read_video
+from centrifuge.video import read_video
+from centrifuge.video_writer import VideoWriter
 
 REFERENCE = Path(__file__).parent / "golden" / "reference.json"
 

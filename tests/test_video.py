@@ -7,16 +7,8 @@ import pytest
 from helpers import make_audio_only, make_gif, make_not_videos, make_video
 
 from centrifuge.errors import CentrifugeError
-from centrifuge.video import (
-    NotAVideoError,
-    VideoError,
-    VideoWriter,
-    check_video,
-    iter_frames,
-    probe,
-    read_video,
-    write_video,
-)
+from centrifuge.video import NotAVideoError, VideoError, check_video, iter_frames, probe, read_video
+from centrifuge.video_writer import VideoWriter, write_video
 
 
 @pytest.fixture(scope="module")

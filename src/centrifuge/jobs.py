@@ -39,8 +39,9 @@ import numpy as np
 
 from . import SeparationResult, separate
 from .errors import CentrifugeError
-from .video import VideoInfo, VideoWriter, iter_frames
+from .video import VideoInfo, iter_frames
 from .video import check_video as check_is_video
+from .video_writer import VideoWriter
 
 #: Finished jobs older than this are removed when a new job starts (an hour: long enough to look and download).
 JOB_MAX_AGE_S = 3600.0

@@ -67,7 +67,7 @@ def _render(args: argparse.Namespace, synth: Any, out: Any) -> None:
     import numpy as np
     from PIL import Image
 
-    from ..video import write_video
+    from ..video_writer import write_video
 
     names, rows = [f"synth_{i:03d}.mp4" for i in range(args.n)], []
     for i, name in enumerate(names):

@@ -29,7 +29,7 @@ import numpy as np
 from ..checkpoint import fsync
 from ..errors import CentrifugeError
 from ..locks import hold_folder
-from ..video import VideoWriter
+from ..video_writer import VideoWriter
 
 __all__ = ["LAYER_NAME", "PREVIEW_NAME", "CONTACT_NAME", "META_NAME", "CRF", "X264_PRESET", "Output", "LayerFiles",
            "file_names"]

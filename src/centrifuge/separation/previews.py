@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..frames import resize, to_model, to_uint8
-from ..video import VideoWriter, iter_frames
+from ..video import iter_frames
+from ..video_writer import VideoWriter
 from .output import CRF, X264_PRESET
 from .stats import quality
 
