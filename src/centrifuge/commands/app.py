@@ -40,7 +40,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise CentrifugeError('the web page needs Gradio: pip install "visual-centrifuge[app]"')
-    from ..app import serve
+    from ..app_server import serve
     from ..jobs import Limits
 
     return serve(args.host, args.port, model=args.model, device=args.device,
