@@ -97,3 +97,7 @@ def test_separate_records_content_or_tone_for_the_chosen_layers(tmp_path):
     assert tone["split"] == "tone" and tone["chosen_pair"] > 0.99
     assert tone == result.metadata["content_or_tone"]
     assert len(tone["all_pairs"]) == 3
+    from centrifuge.app_text import figures_markdown
+
+    row = next(line for line in figures_markdown(result.metadata).splitlines() if "content or tone" in line)
+    assert f"{tone['chosen_pair']:.2f}: tonal variants" in row

@@ -112,6 +112,11 @@ def figures_markdown(meta: dict[str, Any]) -> str:
                        ("all_layers", "mean of all layers gives the input back")):
         if key in rec:
             rows.append((label, f"{rec[key]['psnr_db']:.2f} dB PSNR, mean abs. error {rec[key]['l1']:.2f} (0-255)"))
+    tone = meta.get("content_or_tone")
+    if tone is not None:
+        kind = "different content" if tone["split"] == "content" else "tonal variants of one picture, not layers"
+        rows.append(("content or tone", f"the chosen layers' edges correlate at {tone['chosen_pair']:.2f}: {kind} "
+                                        "(about 0: different content; about 1: the same picture in two tones)"))
     rows.append(("time", f"{t['total_s']:.1f} s ({t['frames_per_s']} frames/s)"))
     return "\n".join(lines + ["", "| run | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
