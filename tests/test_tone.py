@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from centrifuge.tone import GradientCorrelation, gradient_correlation, split_kind
+from centrifuge.tone import PairwiseGradientCorrelation, gradient_correlation, split_kind
 
 
 def _video(seed: int, t: int = 4, h: int = 24, w: int = 32) -> torch.Tensor:
@@ -39,10 +39,10 @@ def test_unrelated_content_scores_near_zero_and_is_a_content_split():
 
 def test_running_sums_over_pieces_equal_the_whole_and_batches_give_one_value_each():
     a, b = _video(3), 0.3 * _video(3) + _video(4)
-    acc = GradientCorrelation()
-    acc.add(a[:, :2], b[:, :2])
-    acc.add(a[:, 2:], b[:, 2:])
-    assert abs(acc.value() - gradient_correlation(a, b).item()) < 1e-6
+    acc = PairwiseGradientCorrelation(2)
+    acc.add(torch.stack([a[:, :2], b[:, :2]]))
+    acc.add(torch.stack([a[:, 2:], b[:, 2:]]))
+    assert abs(acc.matrix()[0, 1].item() - gradient_correlation(a, b).item()) < 1e-6
     both = gradient_correlation(torch.stack([a, a]), torch.stack([b, a]))
     assert both.shape == (2,) and abs(both[1].item() - 1) < 1e-6
 
@@ -66,8 +66,6 @@ def test_evaluate_reports_the_figure_the_median_and_the_worst_pair():
 
 
 def test_pairwise_running_matrix_equals_the_pair_by_pair_figure():
-    from centrifuge.tone import PairwiseGradientCorrelation
-
     layers = torch.stack([_video(5), 0.5 * _video(5) + 0.2, _video(6)])
     acc = PairwiseGradientCorrelation(3)
     acc.add(layers[:, :, :2])

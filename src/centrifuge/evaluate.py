@@ -9,6 +9,7 @@ Outputs are clipped to the valid pixel range [-1, 1], as they are when written t
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,10 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     result["ratio"] = (result["model_loss"] / result["identity_loss"]
                        if result["model_loss"] is not None and result["identity_loss"] else None)
     ratios = sorted((r["ratio"], k) for k, r in enumerate(rows) if r["ratio"] is not None)
-    result["median_ratio"] = _median([x for x, _ in ratios]) if ratios else None
+    result["median_ratio"] = statistics.median(x for x, _ in ratios) if ratios else None
     result["worst"] = rows[ratios[-1][1]] if ratios else None  # the same row: it gets the clip names too
     result["per_pair"] = rows[:n]
     return result
-
-
-def _median(values: Sequence[float]) -> float:
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def trained_clip_names(model: str | Path | None) -> set[str]:
@@ -116,7 +111,7 @@ def format_pairs(result: dict[str, Any], names: Sequence[str]) -> str:
     lines = ["| clip A | clip B | identity PSNR (dB) | model PSNR (dB) | model / identity loss | gradient corr. |",
              "|---|---|---|---|---|---|"]
     for r in result["per_pair"]:
-        ratio = "-" if r["model_loss"] is None else f"{r['model_loss'] / max(r['identity_loss'], 1e-12):.3f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         model_psnr = "-" if r["psnr_db"] is None else f"{r['psnr_db']:.2f}"
         corr = "-" if r.get("gradient_correlation") is None else f"{r['gradient_correlation']:.2f}"
         lines.append(f"| {names[r['a']]} | {names[r['b']]} | {r['identity_psnr_db']:.2f} | {model_psnr} | {ratio} "

@@ -21,30 +21,10 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-class GradientCorrelation:
-    """Running sums for the gradient correlation of two layers given in pieces (windows, tiles).
-
-    ``add(a, b)`` takes ``[..., 3, T, H, W]`` pieces of the two layers (the same pixels of each); ``value()``
-    is the correlation over everything added, per channel then averaged.
-    """
-
-    def __init__(self) -> None:
-        self.ab = self.aa = self.bb = torch.zeros(3, dtype=torch.float64)
-
-    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        def per_channel(x: torch.Tensor) -> torch.Tensor:
-            return x.movedim(-4, 0).reshape(x.shape[-4], -1).sum(1)
-
-        for ga, gb in zip(_gradients(a.double()), _gradients(b.double()), strict=True):
-            self.ab = self.ab + per_channel(ga * gb)
-            self.aa = self.aa + per_channel(ga * ga)
-            self.bb = self.bb + per_channel(gb * gb)
-
-    def value(self) -> float:
-        """The mean over channels of the normalised correlation (0 where a layer is flat)."""
-        den = (self.aa * self.bb).sqrt()
-        per_channel = torch.where(den > 0, self.ab / den.clamp(min=1e-300), torch.zeros_like(den))
-        return float(per_channel.mean())
+def _normalised(ab: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
+    """Per-channel sums of products -> correlations (0 where a layer is flat), averaged over the last axis."""
+    den = (aa * bb).sqrt()
+    return torch.where(den > 0, ab / den.clamp(min=1e-300), torch.zeros_like(den)).mean(-1)
 
 
 class PairwiseGradientCorrelation:
@@ -62,8 +42,7 @@ class PairwiseGradientCorrelation:
 
     def matrix(self) -> torch.Tensor:
         norms = self.gram.diagonal(dim1=0, dim2=1).T  # [n, 3]
-        den = (norms[:, None] * norms[None, :]).sqrt()
-        return torch.where(den > 0, self.gram / den.clamp(min=1e-300), torch.zeros_like(den)).mean(-1)
+        return _normalised(self.gram, norms[:, None], norms[None, :])
 
 
 def gradient_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,8 +51,7 @@ def gradient_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ab = sum((x * y).sum((-3, -2, -1)) for x, y in zip(ga, gb, strict=True))
     aa = sum((x * x).sum((-3, -2, -1)) for x in ga)
     bb = sum((y * y).sum((-3, -2, -1)) for y in gb)
-    den = (aa * bb).sqrt()
-    return torch.where(den > 0, ab / den.clamp(min=1e-300), torch.zeros_like(den)).mean(-1).float()
+    return _normalised(ab, aa, bb).float()
 
 
 def split_kind(correlation: float) -> str:
