@@ -22,6 +22,7 @@ from centrifuge.inference import (
     prepare_for_inference,
 )
 from centrifuge.model import ModelConfig, Predictor, PredictorCorrector, Unit3D
+from centrifuge.training_step import train_step
 
 TINY = ModelConfig(n_layers=2, corrector=True, width=0.125)
 
@@ -79,6 +80,24 @@ def test_bench_json_keys_are_finite_and_positive(tmp_path):
     r = json.loads(out.read_text())
     assert "split" not in r
     assert len(r["profile"]) == 5 and all(row["calls"] >= 1 and row["self_ms"] >= 0 for row in r["profile"])
+
+
+def test_bench_times_the_step_that_training_runs(monkeypatch):
+    import centrifuge.bench as bench
+
+    runs = []
+
+    def step(run, *args, **kwargs):
+        runs.append(run)
+        return train_step(run, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_step", step)
+    model = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
+    r = bench.bench_training(BenchSettings(model=model, frames=4, size=16, train_batch=2, repeats=2, warmup=1,
+                                           precision="fp32", compile_loss=False))
+    assert len(runs) == 3 and runs[0].micro == 2 and runs[0].accum == 1  # one warm-up, two timed
+    assert list(r["parts_seconds"]) == ["forward", "loss", "backward", "optimizer"]
+    assert all(_finite_positive(v) for v in r["parts_seconds"].values())
 
 
 def test_bench_data_loading_from_a_folder(tmp_path):

@@ -28,7 +28,8 @@ from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.sources import list_videos
-from centrifuge.train import make_optimizer, train
+from centrifuge.train import train
+from centrifuge.training_step import make_optimizer
 from centrifuge.video_writer import write_video
 
 TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")

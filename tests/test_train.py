@@ -20,7 +20,8 @@ from centrifuge.distributed import split_batch
 from centrifuge.errors import CheckpointError
 from centrifuge.model import ModelConfig
 from centrifuge.monitor import Validator
-from centrifuge.train import make_optimizer, train
+from centrifuge.train import train
+from centrifuge.training_step import make_optimizer
 
 TINY = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_3c")
 

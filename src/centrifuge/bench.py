@@ -9,6 +9,7 @@ convolutions use the hardware, not how close it is to a datasheet.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -23,10 +24,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .config import TrainConfig
 from .devices import autocast_dtype, resolve_precision
+from .distributed import Distributed
 from .inference import fold_batch_norm, prepare_for_inference
 from .model import ModelConfig, Predictor, PredictorCorrector, build_model
 from .perf import count_flops, measure_peak_flops
+from .training_step import keep_freed_memory, make_optimizer, new_run, train_step
 
 __all__ = [
     "BenchSettings",
@@ -209,56 +213,42 @@ def _bench_split(module: nn.Module, fast: Any, s: BenchSettings) -> dict[str, di
 
 
 class _TimedStep:
-    """One optimisation step as ``centrifuge train`` runs it, on random data, its parts timed when recorded."""
+    """One optimisation step as ``centrifuge train`` runs it (:func:`~centrifuge.training_step.train_step`, set
+    up by :func:`~centrifuge.training_step.new_run`), on one random batch; its parts timed when recorded."""
+
+    PARTS = ("forward", "loss", "backward", "optimizer")
 
     def __init__(self, s: BenchSettings, device: torch.device, batch: int):
-        from .config import TrainConfig
-        from .losses import compiled_pit_loss, pit_loss
-        from .train import make_optimizer
-        from .training_step import compile_for_training, keep_freed_memory
-
         if device.type == "cpu":
             keep_freed_memory()  # as centrifuge train does
         self.device = device
         torch.manual_seed(0)
-        self.model = build_model(s.model).to(device).train()
+        model = build_model(s.model).to(device)
         memory_format = torch.channels_last_3d if s.channels_last else torch.contiguous_format
-        self.model.to(memory_format=memory_format)
-        self.optimizer = make_optimizer(self.model, TrainConfig(optimizer=s.optimizer, weight_decay=s.weight_decay,
-                                                                lr=1e-4, momentum=0.9), device)  # fused, as train.py's
-        self.amp = autocast_dtype(s.precision, device)
-        self.mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1
-                    ).to(memory_format=memory_format)
-        self.layers = torch.rand(batch, 2, 3, s.frames, s.size, s.size, device=device) * 2 - 1
-        self.loss_fn = (compiled_pit_loss(s.model.n_layers, tuple(self.layers.shape), device) if s.compile_loss
-                        else pit_loss)
-        self.net, self.compile_seconds = self.model, None
-        if s.train_compile:
-            self.net, self.compile_seconds = compile_for_training(self.model, self.model, self.mix, self.layers,
-                                                                  self.loss_fn, self.amp)
-        self.parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
+        model.to(memory_format=memory_format)
+        cfg = TrainConfig(optimizer=s.optimizer, weight_decay=s.weight_decay, lr=1e-4, momentum=0.9,
+                          frames=s.frames, size=s.size, compile=s.train_compile, compile_loss=s.compile_loss)
+        mix = (torch.rand(batch, 3, s.frames, s.size, s.size, device=device) * 2 - 1).to(memory_format=memory_format)
+        layers = torch.rand(batch, cfg.videos_per_blend, 3, s.frames, s.size, s.size, device=device) * 2 - 1
+        self.batches = itertools.repeat({"mix": mix, "layers": layers})  # already where the step moves them
+        amp = autocast_dtype(s.precision, device)
+        self.run = new_run(s.model, cfg, device, model, make_optimizer(model, cfg, device), amp, memory_format, batch)
+        self.parts: dict[str, list[float]] = {name: [] for name in self.PARTS}
+        self._laps, self._last = dict.fromkeys(self.PARTS, 0.0), 0.0
+
+    def _lap(self, part: str) -> None:
+        """The time since the last part ended, to a device synchronisation, added to ``part``'s."""
+        _sync(self.device)
+        now = time.perf_counter()
+        self._laps[part] += now - self._last
+        self._last = now
 
     def __call__(self, record: bool = True) -> None:
-        from .training_step import autocast
-
-        device, marks = self.device, [time.perf_counter()]
-        with autocast(device, self.amp):
-            out = self.net(self.mix)
-        _sync(device)
-        marks.append(time.perf_counter())
-        loss = self.loss_fn(out.float(), self.layers)[0].mean()
-        _sync(device)
-        marks.append(time.perf_counter())
-        loss.backward()
-        _sync(device)
-        marks.append(time.perf_counter())
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        marks.append(time.perf_counter())
+        self._laps, self._last = dict.fromkeys(self.PARTS, 0.0), time.perf_counter()
+        train_step(self.run, Distributed(), self.batches, 0, self._lap)
         if record:
-            for name, a, b in zip(self.parts, marks, marks[1:], strict=False):
-                self.parts[name].append(b - a)
+            for name, seconds in self._laps.items():
+                self.parts[name].append(seconds)
 
 
 def bench_training(s: BenchSettings) -> dict[str, Any]:
@@ -267,7 +257,8 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
     The preset's optimizer (``s.optimizer``, fused where available), the PIT loss against two target layers,
     channels-last unless ``s.channels_last`` is off, and with ``s.compile`` the model compiled as
     :func:`centrifuge.training_step.compile_for_training` does (its compile time is reported, not timed as
-    a step). Forward, loss, backward and optimizer step are each timed to a device synchronisation.
+    a step): the set-up and the step are ``centrifuge train``'s own. Forward, loss, backward and optimizer step
+    are each timed to a device synchronisation.
     """
     device = torch.device(s.device)
     batch = s.train_batch or s.batch
@@ -287,10 +278,10 @@ def bench_training(s: BenchSettings) -> dict[str, Any]:
         "clips_per_s": batch / seconds,
         "gflop_per_clip": flops / batch / 1e9,
         "achieved_gflops": flops / seconds / 1e9,
-        "dtype": str(step.amp or torch.float32).removeprefix("torch."),
+        "dtype": str(step.run.amp or torch.float32).removeprefix("torch."),
         "optimizer": s.optimizer,
-        "compiled": step.net is not step.model,
-        **({"compile_seconds": step.compile_seconds} if step.compile_seconds else {}),
+        "compiled": step.run.net is not step.run.model,
+        **({"compile_seconds": step.run.compile_seconds} if step.run.compile_seconds else {}),
         **({"profile": profile} if profile else {}),
     }
 

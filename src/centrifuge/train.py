@@ -18,10 +18,8 @@ sends the state to the other ranks, so other machines need not see the run folde
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,16 +46,16 @@ from .distributed import Distributed, StepBatchSampler, on_rank0, split_batch
 from .ema import WeightAverage
 from .errors import CentrifugeError
 from .locks import hold_folder
-from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig, build_model
 from .monitor import Monitor
 from .sources import training_videos
 from .training_step import (
     TrainingRun,
-    autocast,
-    compile_for_training,
     keep_freed_memory,
+    make_optimizer,
+    new_run,
     optimizer_options,
+    train_step,
     training_memory_format,
 )
 
@@ -86,30 +84,6 @@ def check_cpu_bf16_training(amp: torch.dtype | None, device: torch.device) -> No
     if device.type == "cpu" and amp == torch.bfloat16 and not devices.cpu_has_fast_bf16():
         raise ValueError("--precision bf16 trains only on CPUs with AMX: on this one oneDNN's bf16 weight "
                          "gradients are wrong for short clips, and bf16 is slower than fp32; use fp32 or auto")
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on the convolution kernels only: BatchNorm scales and shifts and biases (1-D) are left alone.
-
-    Without decay, one group (the layout of the optimizer state in checkpoints of such runs).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not weight_decay:
-        return [{"params": params, "weight_decay": 0.0}]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                   device: torch.device | None = None) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over :func:`parameter_groups`; on ``device``, its fused implementation."""
-    groups = parameter_groups(model, cfg.weight_decay)
-    options = optimizer_options(device) if device is not None else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **options)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
 
 
 def photo_synth(cfg: TrainConfig) -> PhotoSynth | None:
@@ -183,7 +157,7 @@ def _train(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume: 
     batches = iter(loader)
     step = run.start_step
     while step < cfg.iterations:
-        step_loss, last_batch = _train_step(run, dist, batches, step)
+        step_loss, last_batch = train_step(run, dist, batches, step)
         step += 1
         if monitor is not None:  # rank 0 logs, validates and saves
             monitor.after_step(step, step_loss, last_batch)
@@ -323,23 +297,13 @@ def _set_up(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig, resume:
         log.info("resuming %s at step %d", cfg.out, start.step)
     # Nothing in the model draws random numbers today; anything that does (dropout) should differ per rank.
     torch.manual_seed(cfg.seed + 1_000_003 * (dist.rank + 1))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    if scaler.is_enabled() and start.state.get("grad_scaler"):
-        scaler.load_state_dict(start.state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
-    layers_shape = (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size)
-    loss_fn = compiled_pit_loss(model_cfg.n_layers, layers_shape, device) if cfg.compile_loss else pit_loss
-    model.train()
-    net = ddp
-    if cfg.compile:
-        # Compiled now, on a batch of the training's shape, so that the time is paid (and reported) once.
-        mix = torch.zeros(layers_shape[:1] + layers_shape[2:], device=device).to(memory_format=memory_format)
-        net, seconds = compile_for_training(ddp, model, mix, torch.zeros(layers_shape, device=device), loss_fn, amp)
-        if net is not ddp and dist.is_main:
-            log.info("compiled the model for training in %.1f s", seconds)
-    return TrainingRun(model_cfg, cfg, device, model, ddp, net, loss_fn, optimizer, scaler, average, amp, memory_format,
-                micro, accum, start.step, start.state)
+    run = new_run(model_cfg, cfg, device, model, optimizer, amp, memory_format, micro, accum, ddp, average,
+                  start.step, start.state)
+    if run.net is not ddp and dist.is_main:
+        log.info("compiled the model for training in %.1f s", run.compile_seconds)
+    return run
 
 
 def _make_loader(cfg: TrainConfig, start_step: int, dist: Distributed, device: torch.device) -> tuple[DataLoader, int]:
@@ -360,43 +324,6 @@ def _make_loader(cfg: TrainConfig, start_step: int, dist: Distributed, device: t
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
                         prefetch_factor=4 if cfg.workers > 0 else None)
     return loader, len(videos)
-
-
-def _train_step(run: TrainingRun, dist: Distributed, batches: Iterator[dict[str, torch.Tensor]],
-                step: int) -> tuple[float, tuple[torch.Tensor, ...]]:
-    """One update from ``run.accum`` micro-batches of ``batches``: the global batch's loss and the last
-    micro-batch's ``(mix, layers, outputs)``."""
-    cfg, device, optimizer = run.cfg, run.device, run.optimizer
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.lr_at(step)
-    loss_acc = torch.zeros((), device=device)
-    for micro_i in range(run.accum):
-        batch = next(batches)
-        mix = batch["mix"].to(device, non_blocking=True, memory_format=run.memory_format)
-        layers = batch["layers"].to(device, non_blocking=True)
-        # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
-        last_micro = micro_i == run.accum - 1
-        with nullcontext() if (last_micro or not dist.enabled) else run.ddp.no_sync():
-            with autocast(device, run.amp):
-                outputs = run.net(mix)
-            loss = run.loss_fn(outputs.float(), layers)[0].mean()
-            run.scaler.scale(loss / run.accum).backward()
-        loss_acc += loss.detach() / run.accum
-    if dist.enabled:  # the loss of the global batch, identical on every rank
-        torch_dist.all_reduce(loss_acc)
-        loss_acc /= dist.world_size
-    step_loss = loss_acc.item()
-    if not math.isfinite(step_loss):
-        raise FloatingPointError(f"loss is {step_loss} at step {step}; lower the learning rate")
-    if cfg.grad_clip:
-        run.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-    run.scaler.step(optimizer)
-    run.scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    if run.average is not None:
-        run.average.update(run.model, step)
-    return step_loss, (mix, layers, outputs)
 
 
 class _Checkpointer:

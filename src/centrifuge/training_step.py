@@ -15,8 +15,10 @@ update, with floating-point results that differ in rounding only (``tests/test_t
   over ~200 tensors with several element-wise passes each.
 * **Thin layers** (``centrifuge.thin_layers``): the decoder's full-resolution BatchNorm and head run in a
   layout that suits them.
-* **What a step works on** (:class:`TrainingRun`): the model, its DDP wrapper and compiled form, the loss, the
-  optimizer, the loss scaler and the weight average, as ``centrifuge.train`` sets them up.
+* **What a step works on** (:class:`TrainingRun`, made by :func:`new_run`): the model, its DDP wrapper and
+  compiled form, the loss, the optimizer, the loss scaler and the weight average, as ``centrifuge.train`` sets
+  them up; and **the step itself** (:func:`train_step`), which ``centrifuge train`` runs and ``centrifuge bench
+  --train`` times.
 * **The allocator** (:func:`keep_freed_memory`): a CPU step allocates and frees the same large tensors every
   time; glibc hands blocks over 32 MB (and, by default, freed heap tops) back to the kernel, which then
   zeroes every page again on the next step's first touch.
@@ -27,16 +29,21 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 
 from .config import TrainConfig
+from .distributed import Distributed
 from .ema import WeightAverage
+from .losses import compiled_pit_loss, pit_loss
 from .model import ModelConfig
 
 log = logging.getLogger("centrifuge")
@@ -72,6 +79,30 @@ def optimizer_options(device: torch.device) -> dict[str, bool]:
     """Keyword arguments of SGD and AdamW that select their fused (one-kernel) implementation where ``device``
     has one. A resumed optimizer takes them again (a checkpoint's parameter groups carry its writer's)."""
     return {"fused": device.type in ("cpu", "cuda")}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the convolution kernels only: BatchNorm scales and shifts and biases (1-D) are left alone.
+
+    Without decay, one group (the layout of the optimizer state in checkpoints of such runs).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not weight_decay:
+        return [{"params": params, "weight_decay": 0.0}]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over :func:`parameter_groups`; on ``device``, its fused implementation."""
+    groups = parameter_groups(model, cfg.weight_decay)
+    options = optimizer_options(device) if device is not None else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **options)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, **options)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd or adamw)")
 
 
 def autocast(device: torch.device, amp: torch.dtype | None) -> torch.autocast:
@@ -127,3 +158,78 @@ class TrainingRun:
     accum: int
     start_step: int
     state: dict[str, Any]  # the saved state resumed from ({} for a new run)
+    compile_seconds: float = 0.0  # the time ``torch.compile`` of the model took (0: not compiled)
+
+
+def new_run(model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, model: nn.Module,
+            optimizer: torch.optim.Optimizer, amp: torch.dtype | None, memory_format: torch.memory_format,
+            micro: int, accum: int = 1, ddp: nn.Module | None = None, average: WeightAverage | None = None,
+            start_step: int = 0, state: dict[str, Any] | None = None) -> TrainingRun:
+    """What :func:`train_step` works on: ``model`` (wrapped in ``ddp``, if given) in training mode, its
+    ``optimizer``, the fp16 loss scaler (with a resumed run's ``state``), the loss (compiled with
+    ``cfg.compile_loss``) and the forward pass (compiled with ``cfg.compile``, now, on zeros of the
+    training's micro-batch shape, so that the time is paid once and reported as ``compile_seconds``)."""
+    state = state if state is not None else {}
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if scaler.is_enabled() and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
+    ddp = model if ddp is None else ddp
+    layers_shape = (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size)
+    loss_fn = compiled_pit_loss(model_cfg.n_layers, layers_shape, device) if cfg.compile_loss else pit_loss
+    model.train()
+    net, seconds = ddp, 0.0
+    if cfg.compile:
+        mix = torch.zeros(layers_shape[:1] + layers_shape[2:], device=device).to(memory_format=memory_format)
+        net, seconds = compile_for_training(ddp, model, mix, torch.zeros(layers_shape, device=device), loss_fn, amp)
+    return TrainingRun(model_cfg, cfg, device, model, ddp, net, loss_fn, optimizer, scaler, average, amp,
+                       memory_format, micro, accum, start_step, state, seconds)
+
+
+def _no_lap(part: str) -> None:
+    """Training times no part of a step."""
+
+
+def train_step(run: TrainingRun, dist: Distributed, batches: Iterator[dict[str, torch.Tensor]], step: int,
+               lap: Callable[[str], None] = _no_lap) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """One update from ``run.accum`` micro-batches of ``batches``: the global batch's loss and the last
+    micro-batch's ``(mix, layers, outputs)``.
+
+    ``lap(part)`` is called as each part of the step ends: ``"forward"``, ``"loss"`` and ``"backward"`` once
+    per micro-batch, then ``"optimizer"`` (the update, and all that follows the last backward pass); a
+    benchmark passes one that reads the clock.
+    """
+    cfg, device, optimizer = run.cfg, run.device, run.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr_at(step)
+    loss_acc = torch.zeros((), device=device)
+    for micro_i in range(run.accum):
+        batch = next(batches)
+        mix = batch["mix"].to(device, non_blocking=True, memory_format=run.memory_format)
+        layers = batch["layers"].to(device, non_blocking=True)
+        # DDP all-reduces gradients on the last micro-batch only; the others just accumulate locally
+        last_micro = micro_i == run.accum - 1
+        with nullcontext() if (last_micro or not dist.enabled) else run.ddp.no_sync():
+            with autocast(device, run.amp):
+                outputs = run.net(mix)
+            lap("forward")
+            loss = run.loss_fn(outputs.float(), layers)[0].mean()
+            lap("loss")
+            run.scaler.scale(loss / run.accum).backward()
+            lap("backward")
+        loss_acc += loss.detach() / run.accum
+    if dist.enabled:  # the loss of the global batch, identical on every rank
+        torch_dist.all_reduce(loss_acc)
+        loss_acc /= dist.world_size
+    step_loss = loss_acc.item()
+    if not math.isfinite(step_loss):
+        raise FloatingPointError(f"loss is {step_loss} at step {step}; lower the learning rate")
+    if cfg.grad_clip:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if run.average is not None:
+        run.average.update(run.model, step)
+    lap("optimizer")
+    return step_loss, (mix, layers, outputs)
