@@ -206,6 +206,26 @@ def test_cpu_kernels_match_the_reference_ops():
     assert xg.grad is not None and xg.grad.shape == x.shape
 
 
+def test_cpu_kernels_route_each_op_to_its_kernel_and_pass_the_rest_on(monkeypatch):
+    import centrifuge.inference as inference
+
+    taken: list[str] = []
+    for func, route in list(inference._CPU_ROUTES.items()):
+        def counted(*args, route=route, **kwargs):
+            taken.append(route.__name__)
+            return route(*args, **kwargs)
+        monkeypatch.setitem(inference._CPU_ROUTES, func, counted)
+    x = torch.randn(1, 4, 3, 5, 5).to(memory_format=torch.channels_last_3d)
+    with torch.inference_mode(), CpuKernels():
+        F.conv3d(x, torch.randn(4, 4, 1, 1, 1))
+        F.max_pool3d(x, 3, 1, 1)
+        F.conv_transpose3d(x, torch.randn(4, 2, 2, 2, 2), stride=2)
+        F.pad(x, [0, 1])
+        relu = F.relu(x)  # not rerouted: PyTorch's own
+    assert taken == ["_conv3d", "_max_pool3d", "_conv_transpose3d", "_pad"]
+    torch.testing.assert_close(relu, x.clamp(min=0))
+
+
 def test_resolve_precision(monkeypatch):
     import centrifuge.devices
 

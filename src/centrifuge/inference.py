@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -110,23 +110,9 @@ class CpuKernels(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        if func is torch.conv3d:
-            out = self._conv3d(*args, **kwargs)
-            if out is not None:
-                return out
-        elif func is F.max_pool3d:
-            out = self._max_pool3d(*args, **kwargs)
-            if out is not None:
-                return out
-        elif func is torch.conv_transpose3d:
-            out = self._conv_transpose3d(*args, **kwargs)
-            if out is not None:
-                return out
-        elif func is F.pad:
-            out = self._pad(*args, **kwargs)
-            if out is not None:
-                return out
-        return func(*args, **kwargs)
+        route = _CPU_ROUTES.get(func)
+        out = route(*args, **kwargs) if route is not None else None  # None: not a case the route takes
+        return func(*args, **kwargs) if out is None else out
 
     @staticmethod
     def _conv_transpose3d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
@@ -212,6 +198,16 @@ class CpuKernels(TorchFunctionMode):
                 x = torch.max_pool3d(x, k, 1, p)
         return x
 
+
+
+#: What :class:`CpuKernels` reroutes: a function, and the route it takes (which returns None for a call it
+#: declines, and the function itself then runs).
+_CPU_ROUTES: dict[Callable[..., Tensor], Callable[..., Tensor | None]] = {
+    torch.conv3d: CpuKernels._conv3d,
+    F.max_pool3d: CpuKernels._max_pool3d,
+    torch.conv_transpose3d: CpuKernels._conv_transpose3d,
+    F.pad: CpuKernels._pad,
+}
 
 def _max3(x: Tensor, dim: int) -> Tensor:
     """Max over a window of 3 along ``dim``, stride 1, the border padded with -inf (same size out)."""
