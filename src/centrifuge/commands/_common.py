@@ -67,8 +67,7 @@ def video_paths(items: list[str]) -> list[Path]:
 def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
     """Write JSON atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise CentrifugeError(f"{path} exists (pass --overwrite to replace it)")
+    refuse_existing(path, overwrite)
     from ..checkpoint import atomic_write
 
     try:
@@ -78,10 +77,31 @@ def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def add_device_args(p: Any) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast precision (default: bf16 on GPUs that have it and on CPUs with AMX-BF16, else fp32)")
+#: The flags several commands share, each with its one definition: name -> (flag, ``add_argument`` keywords).
+SHARED_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "model": ("--model", {"help": "model file or run folder (default: the packaged model)"}),
+    "device": ("--device", {"default": "auto", "help": "auto, cpu, cuda or cuda:N (default: auto)"}),
+    "precision": ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16", "fp16"],
+                                  "help": "autocast precision (default: bf16 on GPUs that have it and on CPUs "
+                                          "with AMX-BF16, else fp32)"}),
+    "no_progress": ("--no-progress", {"action": "store_true", "help": "no progress bar"}),
+    "json": ("--json", {"help": "also write the figures to this JSON file"}),
+    "overwrite_json": ("--overwrite", {"action": "store_true", "help": "replace an existing --json file"}),
+}
+
+
+def add_shared_args(p: Any, *names: str, **helps: str | None) -> None:
+    """Add the :data:`SHARED_FLAGS` ``names`` to the parser ``p``, in that order; ``helps`` gives a flag the help
+    text its command needs instead (``name=text``; None: none)."""
+    for name in names:
+        flag, options = SHARED_FLAGS[name]
+        p.add_argument(flag, **({**options, "help": helps[name]} if name in helps else options))
+
+
+def refuse_existing(path: str | Path, overwrite: bool) -> None:
+    """One clear error for an output file that exists, unless ``overwrite``."""
+    if not overwrite and Path(path).exists():
+        raise CentrifugeError(f"{path} exists (pass --overwrite to replace it)")
 
 
 # flag -> ModelConfig field, for the flags that override one field of the network

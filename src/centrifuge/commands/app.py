@@ -6,7 +6,7 @@ import argparse
 import importlib.util
 
 from ..errors import CentrifugeError
-from ._common import int_at_least
+from ._common import add_shared_args, int_at_least
 
 
 def _positive(text: str) -> float:
@@ -28,12 +28,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to others)")
     p.add_argument("--port", type=int_at_least(1), default=7860, help="port (default: 7860)")
-    p.add_argument("--model", help="a model file or run folder the page offers besides the packaged one")
+    add_shared_args(p, "model", model="a model file or run folder the page offers besides the packaged one")
     p.add_argument("--max-upload-mb", type=_positive, default=500.0, metavar="MB",
                    help="largest upload accepted, in MB (default: 500)")
     p.add_argument("--max-seconds", type=_positive, default=600.0, metavar="S",
                    help="longest video accepted, in seconds (default: 600)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_shared_args(p, "device")
     p.set_defaults(func=run)
 
 

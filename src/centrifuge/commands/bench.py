@@ -7,7 +7,15 @@ from pathlib import Path
 
 from ..config import list_presets, load_preset
 from ..errors import CentrifugeError
-from ._common import add_model_args, apply_model_args, check_photo_folders, positive_number, write_json
+from ._common import (
+    add_model_args,
+    add_shared_args,
+    apply_model_args,
+    check_photo_folders,
+    positive_number,
+    refuse_existing,
+    write_json,
+)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +30,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, help="clip length T (default: the preset's)")
     p.add_argument("--size", type=int, help="clip height = width (default: the preset's)")
     p.add_argument("--batch", type=int, default=1, help="clips per forward pass (default 1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="compute precision (default auto: bf16 on GPUs and CPUs with hardware bf16 (AMX), else fp32)")
+    add_shared_args(p, "device", "precision", precision="compute precision (default auto: bf16 on GPUs and CPUs "
+                    "with hardware bf16 (AMX), else fp32)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network (default: inference eager, the training step as the preset "
                    "trains; compiling takes tens of seconds, reported and not timed)")
@@ -57,8 +64,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peak-seconds", type=positive_number, default=1.0,
                    help="time spent measuring the peak (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_shared_args(p, "json", "overwrite_json")
     p.set_defaults(func=run)
 
 
@@ -106,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench import format_report, run_bench
 
-    if args.json and not args.overwrite and Path(args.json).exists():  # fail before the slow part
-        raise CentrifugeError(f"{args.json} exists (pass --overwrite to replace it)")
+    if args.json:  # fail before the slow part
+        refuse_existing(args.json, args.overwrite)
     settings = settings_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)

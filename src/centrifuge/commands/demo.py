@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_shared_args
+
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="blend two shipped clips, separate them, and separate a real clip",
@@ -11,9 +13,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "default model (printing the identity-vs-model table), and separate one real clip filmed "
                        "through a car window. Writes previews, contact sheets and layers.json files.")
     p.add_argument("--out", "-o", default="centrifuge-demo", help="output folder (default: ./centrifuge-demo)")
-    p.add_argument("--model", help="model file or run folder (default: the packaged model)")
+    add_shared_args(p, "model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
-    p.add_argument("--no-progress", action="store_true")
+    add_shared_args(p, "no_progress", no_progress=None)
     p.set_defaults(func=run)
 
 

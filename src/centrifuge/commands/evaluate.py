@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import CentrifugeError
-from ._common import add_device_args, int_at_least, video_paths, write_json
+from ._common import add_shared_args, int_at_least, refuse_existing, video_paths, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +14,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "report the mean permutation-invariant loss and matched-layer PSNR of the identity "
                        "baseline and of the model.")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
-    p.add_argument("--model", help="model file or run folder (default: the packaged model)")
+    add_shared_args(p, "model")
     p.add_argument("--frames", type=int_at_least(1), default=32)
     p.add_argument("--size", type=int_at_least(8), default=112)
     p.add_argument("--pairs", type=int_at_least(1), help="evaluate N seeded random pairs instead of all pairs")
@@ -27,9 +26,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int_at_least(1), default=4)
-    p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    add_device_args(p)
+    add_shared_args(p, "json", "overwrite_json", "device", "precision")
     p.set_defaults(func=run)
 
 
@@ -63,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         involving = [i for i, p in enumerate(paths) if p in wanted]
         if not involving:
             raise CentrifugeError("none of the --involving videos is among the evaluated videos")
-    if args.json and not args.overwrite and Path(args.json).exists():  # fail before the slow part
-        raise CentrifugeError(f"{args.json} exists (pass --overwrite to replace it)")
+    if args.json:  # fail before the slow part
+        refuse_existing(args.json, args.overwrite)
     device = pick_device(args.device)
     model, info = load_model(args.model, device)
     pairs = choose_pairs(len(paths), args.pairs, args.seed, involving)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import list_presets
+from ._common import add_shared_args
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +26,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help=f"training preset ({', '.join(list_presets())}) or JSON file (default: cpu-tiny; "
                    "paper-112 is the paper's setting)")
     p.add_argument("--iterations", type=int, help="training iterations per model (default: the preset's)")
-    p.add_argument("--model", help="use this model (file or run folder) as the experiment's standard model instead "
-                   "of training it")
+    add_shared_args(p, "model", model="use this model (file or run folder) as the experiment's standard model "
+                    "instead of training it")
     p.add_argument("--frames", type=int, help="clip length T (default: the --model run's, else the preset's)")
     p.add_argument("--size", type=int, help="clip size H = W (default: the --model run's, else the preset's)")
     p.add_argument("--pairs", type=int, default=200, help="at most this many blends per table row (default 200)")
@@ -39,7 +40,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    "it reuse each other's models when the settings match")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the pairs and training (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="blends per forward pass at evaluation (default 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_shared_args(p, "device")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CentrifugeError
-from ._common import int_at_least
+from ._common import int_at_least, refuse_existing
 
 _DESCRIPTION = """\
 Write the inference network (BatchNorm folded; predictor, or predictor and corrector(s)) to a file another
@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     fmt = _format(output, args.opset)
-    if output.exists() and not args.overwrite:
-        raise CentrifugeError(f"{output} exists (pass --overwrite to replace it)")
+    refuse_existing(output, args.overwrite)
     if fmt == "onnx":
         require("onnx", "onnxscript")  # before loading anything
     model, info = load_model(None if args.model == "default" else args.model)

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import CentrifugeError
+from ._common import add_shared_args
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all CPUs)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     p.add_argument("--gop", type=int, default=32, help="keyframe interval in frames (default 32)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shared_args(p, "no_progress")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CentrifugeError
-from ._common import add_device_args, int_at_least
+from ._common import add_shared_args, int_at_least
 
 _positive, _non_negative = int_at_least(1), int_at_least(0)
 
@@ -19,7 +19,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "window, so memory does not grow with its length.")
     p.add_argument("input", metavar="INPUT", help="video file")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    p.add_argument("--model", help="model file or run folder (default: the packaged model)")
+    add_shared_args(p, "model")
     p.add_argument("--layers", choices=["best2", "all"], default="best2",
                    help="best2: the two most dissimilar layers (default); all: every output layer")
     p.add_argument("--size", type=_positive, metavar="S",
@@ -36,8 +36,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty OUTDIR, replacing the outputs of this tool (layer_N.mp4, preview.mp4, "
                    "contact.png, layers.json) and nothing else")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device_args(p)
+    add_shared_args(p, "no_progress", "device", "precision")
     p.set_defaults(func=run)
 
 

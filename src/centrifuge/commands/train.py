@@ -13,7 +13,7 @@ from ..checkpoint import CONFIG, WEIGHTS, recover_checkpoint, remove_checkpoint
 from ..config import TrainConfig, list_presets, load_preset, validate_train_config
 from ..errors import CentrifugeError
 from ..locks import hold_folder
-from ._common import add_device_args, add_model_args, apply_model_args, check_photo_folders
+from ._common import add_model_args, add_shared_args, apply_model_args, check_photo_folders
 
 if TYPE_CHECKING:
     from ..model import ModelConfig
@@ -96,8 +96,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="held-out videos: every --val-every steps, the PIT loss / identity ratio on their pairs")
     p.add_argument("--val-every", type=int, help="validation interval in steps (0: none)")
     p.add_argument("--val-pairs", type=int, help="at most this many seeded validation pairs (default 16)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device_args(p)
+    add_shared_args(p, "no_progress", "device", "precision")
     p.set_defaults(func=run)
 
 
