@@ -84,6 +84,15 @@ def add_device_args(p: Any) -> None:
                    help="autocast precision (default: bf16 on GPUs that have it and on CPUs with AMX-BF16, else fp32)")
 
 
+def add_backend_arg(p: Any) -> None:
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default=None,
+                   help="what runs the model. pytorch (the default for weights and run folders: on the CPU it "
+                   "was measured on, its default bf16 on AMX was faster than ONNX Runtime, and the two were "
+                   "within noise in fp32) or onnxruntime: runs a file written by `centrifuge export` (--model "
+                   "NAME.onnx; CPU, fp32; needs pip install \"visual-centrifuge[onnx]\"). An .onnx --model runs "
+                   "with onnxruntime")
+
+
 # flag -> ModelConfig field, for the flags that override one field of the network
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps", "decoder_width": "decoder_width",
