@@ -7,6 +7,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+
+from centrifuge.model import ModelConfig, build_model
+
+# Mixed_3c keeps the network (and its export) small; strides 2 x 8 x 8 still leave odd sizes to pad.
+TINY = dict(n_layers=2, width=0.125, decoder_width=0.25, final_endpoint="Mixed_3c")
 
 
 def make_frames(
@@ -124,3 +130,18 @@ def make_gif(path: str | Path, frames: int = 4, width: int = 32, height: int = 3
 
     images = [Image.fromarray(f) for f in make_frames(frames, width, height)]
     images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+
+
+def tiny_model(corrector: bool = False, residual: bool = True, seed: int = 0) -> torch.nn.Module:
+    """A :data:`TINY` model whose BatchNorm statistics and head are not the initial ones (folding must matter)."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(**TINY, residual=residual, corrector=corrector))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+        elif isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1) and m.bias is not None:
+            m.weight.data.normal_(0, 0.2)  # the heads: initialised near zero, which would hide differences
+    return model.eval()

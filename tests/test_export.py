@@ -9,35 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_frames
+from helpers import TINY, make_frames, tiny_model
 
 from centrifuge.backends import check_export
 from centrifuge.checkpoint import save_weights
 from centrifuge.cli import main
 from centrifuge.export import compare, export_onnx, save_program
-from centrifuge.model import ModelConfig, build_model
+from centrifuge.model import ModelConfig
 from centrifuge.portable import portable_model
 
-# Mixed_3c keeps the network (and its export) small; strides 2 x 8 x 8 still leave odd sizes to pad.
-TINY = dict(n_layers=2, width=0.125, decoder_width=0.25, final_endpoint="Mixed_3c")
 # Sizes that are not multiples of the stride, odd and even, and a batch of two.
 SHAPES = [(2, 3, 7, 45, 37), (1, 3, 16, 32, 64), (1, 3, 1, 9, 10)]
-
-
-def _tiny(corrector: bool, residual: bool = True, seed: int = 0) -> torch.nn.Module:
-    """A tiny model whose BatchNorm statistics and head are not the initial ones (folding must matter)."""
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(**TINY, residual=residual, corrector=corrector))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-        elif isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1) and m.bias is not None:
-            m.weight.data.normal_(0, 0.2)  # the heads: initialised near zero, which would hide differences
-    return model.eval()
-
 
 def _real_like(shape: tuple[int, ...]) -> torch.Tensor:
     b, _, t, h, w = shape
@@ -66,7 +48,7 @@ def onnx_files(tmp_path_factory):
     """The predictor written by ``export_onnx``, the corrector by the command (its output kept): each model is
     exported once for all the tests below, since exporting takes seconds."""
     folder = tmp_path_factory.mktemp("onnx")
-    models = {"predictor": _tiny(False), "corrector": _tiny(True, residual=False, seed=1)}
+    models = {"predictor": tiny_model(False), "corrector": tiny_model(True, residual=False, seed=1)}
     export_onnx(models["predictor"], folder / "predictor.onnx")
     save_weights(folder / "corrector.safetensors", models["corrector"],
                  ModelConfig(**TINY, residual=False, corrector=True), {"train": {"frames": 8, "size": 40}})
@@ -78,7 +60,7 @@ def onnx_files(tmp_path_factory):
 
 
 def test_portable_model_matches_the_model_in_pytorch():
-    model = _tiny(True)
+    model = tiny_model(True)
     net = portable_model(model)
     for _, x in _inputs()[:3]:
         with torch.no_grad():
@@ -110,7 +92,7 @@ def test_onnx_axes_are_dynamic_and_pools_have_one_output(onnx_files):
 
 
 def test_torch_export_program_matches_pytorch(tmp_path):
-    model = _tiny(False)
+    model = tiny_model(False)
     path = tmp_path / "model.pt2"
     save_program(model, path)
     program = torch.export.load(str(path)).module()
@@ -190,12 +172,12 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "export_program", lambda _model: object())
     monkeypatch.setattr(torch.export, "save", fail)
     with pytest.raises(RuntimeError, match="exporter broke"):
-        save_program(_tiny(False), tmp_path / "model.pt2")
+        save_program(tiny_model(False), tmp_path / "model.pt2")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_refuses_a_model_with_non_finite_weights(tmp_path, capsys):
-    model = _tiny(False)
+    model = tiny_model(False)
     model.decoder.head.bias.data[0] = float("nan")
     save_weights(tmp_path / "nan.safetensors", model, ModelConfig(**TINY, residual=True))
     assert main(["export", str(tmp_path / "nan.safetensors"), "-o", str(tmp_path / "m.onnx")]) == 2

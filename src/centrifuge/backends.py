@@ -3,13 +3,18 @@
 :class:`OnnxRuntimeModel` runs an exported ONNX file (``centrifuge export``), or exports a PyTorch model on the
 fly, with ONNX Runtime on the CPU. It takes and returns what :class:`centrifuge.inference.InferenceModel`
 does: ``[B, 3, T, H, W]`` in [-1, 1] -> float32 ``[B, n, 3, T, H, W]`` (on the CPU), and has its ``dtype``,
-so separation can use either. :func:`run_exported` runs a written ``.onnx`` or ``.pt2`` file, and
-:func:`check_export` compares one with the model it came from.
+so separation can use either. :func:`choose_backend` and :func:`load_onnx` are how ``separate`` and
+``evaluate`` pick and load it (``--backend``), :func:`run_exported` runs a written ``.onnx`` or ``.pt2`` file,
+and :func:`check_export` compares one with the model it came from.
+
+PyTorch stays the default backend: on the CPU it was measured here, ONNX Runtime ran the model in fp32 within
+noise of PyTorch's fp32 and slower than PyTorch's default there, bf16 on AMX (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,9 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import CentrifugeError, CheckpointError
 from .export import INPUT_NAME, OUTPUT_NAME, compare, export_onnx, require
+from .model import ModelConfig
 
-__all__ = ["OnnxRuntimeModel", "run_exported", "check_export"]
+__all__ = ["BACKENDS", "OnnxRuntimeModel", "choose_backend", "load_onnx", "run_exported", "check_export"]
+
+#: The ``--backend`` choices; the first is the default for weights (``.safetensors``, run folders, ``default``).
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 class OnnxRuntimeModel:
@@ -65,6 +75,58 @@ class OnnxRuntimeModel:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         y = torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
         return y if output_dtype is None else y.to(output_dtype)
+
+
+def is_onnx_file(model: object) -> bool:
+    """Whether ``model`` names an ``.onnx`` file (by its suffix), as opposed to weights or a module."""
+    return isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ".onnx"
+
+
+def choose_backend(model: object, backend: str | None) -> str:
+    """The backend that runs ``model``: ``backend``, or when None, ``onnxruntime`` for an ``.onnx`` file (nothing
+    else runs one) and ``pytorch`` for anything else. Refuses a pair that cannot work, in one line."""
+    if backend is None:
+        return "onnxruntime" if is_onnx_file(model) else "pytorch"
+    if backend not in BACKENDS:
+        raise CentrifugeError(f"unknown backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if backend == "pytorch" and is_onnx_file(model):
+        raise CentrifugeError(f"{model} is an ONNX file: run it with --backend onnxruntime, or give PyTorch the "
+                              "weights it was exported from (a .safetensors file or a run folder)")
+    if backend == "onnxruntime" and not is_onnx_file(model):
+        # Exporting here would add minutes to the run (and onnxscript to the needs) for no speed (performance.md).
+        name = "default" if model is None else model if isinstance(model, (str, os.PathLike)) else "MODEL"
+        raise CentrifugeError(f"--backend onnxruntime runs an exported file: run `centrifuge export {name} -o "
+                              "model.onnx` once, then pass --model model.onnx")
+    return backend
+
+
+def load_onnx(path: str | os.PathLike[str], device: str = "cpu", precision: str = "fp32",
+              threads: int | None = None) -> tuple[OnnxRuntimeModel, dict[str, Any]]:
+    """An ``.onnx`` file written by ``centrifuge export``, ready to run, and its info as
+    :func:`centrifuge.checkpoint.load_model` gives it (``config``, ``path`` and the saved metadata, training
+    clip geometry included). ONNX Runtime runs here on the CPU in fp32 only: other requests are refused."""
+    if device not in ("auto", "cpu"):
+        raise CentrifugeError(f"--backend onnxruntime runs on the CPU only (got --device {device})")
+    if precision not in ("auto", "fp32"):
+        raise CentrifugeError(f"--backend onnxruntime runs in fp32 only (got --precision {precision})")
+    require("onnxruntime")
+    if not Path(path).is_file():
+        raise CheckpointError(f"no such model: {path}")
+    try:
+        model = OnnxRuntimeModel(Path(path), threads)
+    except Exception as e:  # onnxruntime's own exception types, which differ between its versions
+        raise CheckpointError(f"not an ONNX model ONNX Runtime can load: {path} "
+                              f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})"
+                              ) from e
+    if "centrifuge_config" not in model.info:
+        raise CheckpointError(f"{path} has no centrifuge metadata (centrifuge_config): write it with "
+                              "`centrifuge export`")
+    try:
+        ModelConfig.from_dict(model.info["centrifuge_config"])  # the architecture the callers rebuild from it
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: its centrifuge_config is not a model config of this version ({e})") from e
+    info = dict(model.info.get("centrifuge_info") or {})
+    return model, {"config": model.info["centrifuge_config"], "path": str(path), **info}
 
 
 def run_exported(path: str | Path, x: Tensor) -> Tensor | None:

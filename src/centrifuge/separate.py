@@ -81,6 +81,7 @@ class SeparationPlan:
     detail: bool = True
     progress: bool = True
     on_progress: Callable[[int, int], None] | None = None
+    backend: str | None = None
 
 
 def separate(
@@ -99,6 +100,7 @@ def separate(
     detail: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    backend: str | None = None,
 ) -> SeparationResult:
     """Separate a video into layers (Sec. 5).
 
@@ -124,6 +126,8 @@ def separate(
         on_progress: called as ``on_progress(frames_done, frames_expected)`` after each written chunk (the
             expected count is the header's, an estimate for some files). An exception it raises stops the run
             like any other error: nothing is left under ``out_dir``.
+        backend: ``pytorch`` or ``onnxruntime`` (a file written by ``centrifuge export``, on the CPU in fp32);
+            None: ``onnxruntime`` for an ``.onnx`` model, else ``pytorch`` (:mod:`centrifuge.backends`).
 
     Returns:
         :class:`SeparationResult`.
@@ -135,7 +139,7 @@ def separate(
     _check_arguments(fps, layers, size)
     source = open_source(path_or_frames, fps)  # before the model is loaded, so that bad input fails fast
     plan = SeparationPlan(source, layers, size, device, precision, window, overlap, tile, detail, progress,
-                          on_progress)
+                          on_progress, backend)
     output = Output(out_dir, overwrite, source.path) if out_dir is not None else None
     try:
         return _run(plan, model, output, t_start)
@@ -266,7 +270,7 @@ def _stitched(win: Window, runner: ModelRunner, stitcher: WindowStitcher, timer:
 def _run(plan: SeparationPlan, model: Any, output: Output | None, t_start: float) -> SeparationResult:
     src, timer = plan.source, _Timer()
     runner = load_runner(model, plan.device, plan.precision, (src.width, src.height), plan.window, plan.overlap,
-                         plan.size, plan.tile)
+                         plan.size, plan.tile, plan.backend)
     stitcher = WindowStitcher()
     with contextlib.ExitStack() as stack:
         progress = _Progress(plan, stack)
@@ -306,7 +310,7 @@ def _run_record(plan: SeparationPlan, runner: ModelRunner, names: list[str], wri
         "settings": {"layers": plan.layers, "window": g.window, "overlap": g.overlap,
                      "inference_size": list(g.size), "auto_size": g.auto_size, "tile": g.tile,
                      "detail": plan.detail and g.resized, "device": str(runner.device), "precision": plan.precision,
-                     "compute_dtype": runner.dtype},
+                     "compute_dtype": runner.dtype, "backend": runner.backend},
         "files": file_names(names, writing),
     }
 

@@ -104,6 +104,15 @@ def refuse_existing(path: str | Path, overwrite: bool) -> None:
         raise CentrifugeError(f"{path} exists (pass --overwrite to replace it)")
 
 
+def add_backend_arg(p: Any) -> None:
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default=None,
+                   help="what runs the model: pytorch (the default for weights and run folders; on the CPU it was "
+                   "measured on, its model call at the default precision, bf16 on AMX, was the fastest, and in "
+                   "fp32 the two were within noise: docs/performance.md) or onnxruntime, which runs a file written "
+                   "by `centrifuge export` (--model NAME.onnx; CPU, fp32; needs pip install "
+                   "\"visual-centrifuge[onnx]\"). An .onnx --model runs with onnxruntime")
+
+
 # flag -> ModelConfig field, for the flags that override one field of the network
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps", "decoder_width": "decoder_width",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..errors import CentrifugeError
-from ._common import add_shared_args, int_at_least, refuse_existing, video_paths, write_json
+from ._common import add_backend_arg, add_shared_args, int_at_least, refuse_existing, video_paths, write_json
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "report the mean permutation-invariant loss and matched-layer PSNR of the identity "
                        "baseline and of the model.")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
-    add_shared_args(p, "model")
+    add_shared_args(p, "model", model="model file or run folder (default: the packaged model), or an .onnx file "
+                   "written by `centrifuge export`")
     p.add_argument("--frames", type=int_at_least(1), default=32)
     p.add_argument("--size", type=int_at_least(8), default=112)
     p.add_argument("--pairs", type=int_at_least(1), help="evaluate N seeded random pairs instead of all pairs")
@@ -27,14 +29,30 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int_at_least(1), default=4)
     add_shared_args(p, "json", "overwrite_json", "device", "precision")
+    add_backend_arg(p)
     p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
+    """The model as ``--backend`` runs it, its info, its device, and a PyTorch module of its architecture (for
+    the memory check: the model itself, or for ONNX Runtime one built from the file's config)."""
+    from ..backends import choose_backend, load_onnx
+    from ..checkpoint import load_model
+    from ..devices import pick_device
+    from ..model import build_model
+
+    if choose_backend(args.model, args.backend) == "onnxruntime":
+        model, info = load_onnx(args.model, args.device, args.precision)
+        return model, info, pick_device("cpu"), build_model(info["config"])
+    device = pick_device(args.device)
+    model, info = load_model(args.model, device)
+    return model, info, device, model
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import load_model
-    from ..devices import autocast_dtype, pick_device
+    from ..devices import autocast_dtype
     from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
     from ..memory import check_fits, largest_activation
     from ..video import check_video
@@ -45,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:  # every clip is decoded below: refuse a file that is not a video before any work
         check_video(path)
     if args.exclude_trained is not None:
+        from ..backends import is_onnx_file
         from ..evaluate import trained_clip_names
 
+        if is_onnx_file(args.exclude_trained or args.model):
+            raise CentrifugeError("--exclude-trained reads the training record of weights or a run folder: give "
+                                  "the one the ONNX file was exported from (--exclude-trained MODEL)")
         trained = trained_clip_names(args.exclude_trained or args.model)
         kept = [p for p in paths if p.name not in trained]
         print(f"left out {len(paths) - len(kept)} of {len(paths)} videos the model was trained on")
@@ -62,17 +84,16 @@ def run(args: argparse.Namespace) -> int:
             raise CentrifugeError("none of the --involving videos is among the evaluated videos")
     if args.json:  # fail before the slow part
         refuse_existing(args.json, args.overwrite)
-    device = pick_device(args.device)
-    model, info = load_model(args.model, device)
+    model, info, device, shape = _load(args)
     pairs = choose_pairs(len(paths), args.pairs, args.seed, involving)
     # the clips, and per batch of pairs: two targets, the blend and the model's largest activation
     pixels = args.frames * args.size * args.size
     batch = min(args.batch_size, len(pairs))
-    needed = 4 * pixels * (3 * len(paths) + batch * (3 * 3 + largest_activation(model)))
+    needed = 4 * pixels * (3 * len(paths) + batch * (3 * 3 + largest_activation(shape)))
     check_fits(needed, device, f"evaluating {len(paths)} clips of {args.frames} frames at {args.size} pixels",
                "lower --frames or --size")
     clips = load_clips(paths, args.frames, args.size)
-    amp = autocast_dtype(args.precision, device)
+    amp = autocast_dtype(args.precision, device) if model is shape else None  # ONNX Runtime: fp32
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device)
     result["model"] = info["path"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..errors import CentrifugeError
 from ._common import int_at_least, refuse_existing
@@ -50,6 +51,18 @@ def _format(output: Path, opset: int | None) -> str:
     return fmt
 
 
+def _saved_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The ONNX file's ``centrifuge_info``: the weights' saved metadata (step, preset...), and the training clip
+    geometry resolved as separation resolves it (a run folder's config.json included), since separating with
+    the file has only the file to go by."""
+    from ..separation.runner import training_geometry
+
+    frames, size = training_geometry(info)
+    saved = {k: v for k, v in info.items() if k not in ("path", "config")}
+    saved["train"] = {k: v for k, v in (("frames", frames), ("size", size)) if v is not None}
+    return saved
+
+
 def run(args: argparse.Namespace) -> int:
     from ..backends import check_export
     from ..checkpoint import load_model
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     model, info = load_model(None if args.model == "default" else args.model)
     if fmt == "onnx":
         export_onnx(model, output, args.opset or ONNX_OPSET,
-                    metadata={"centrifuge_config": info["config"], "centrifuge_info": {"train": info.get("train", {})}})
+                    metadata={"centrifuge_config": info["config"], "centrifuge_info": _saved_info(info)})
     else:
         save_program(model, output)
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")

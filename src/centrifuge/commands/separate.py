@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import CentrifugeError
-from ._common import add_shared_args, int_at_least
+from ._common import add_backend_arg, add_shared_args, int_at_least
 
 _positive, _non_negative = int_at_least(1), int_at_least(0)
 
@@ -19,7 +19,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "window, so memory does not grow with its length.")
     p.add_argument("input", metavar="INPUT", help="video file")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    add_shared_args(p, "model")
+    add_shared_args(p, "model", model="model file or run folder (default: the packaged model), or an .onnx file "
+                   "written by `centrifuge export`")
     p.add_argument("--layers", choices=["best2", "all"], default="best2",
                    help="best2: the two most dissimilar layers (default); all: every output layer")
     p.add_argument("--size", type=_positive, metavar="S",
@@ -37,6 +38,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="write into a non-empty OUTDIR, replacing the outputs of this tool (layer_N.mp4, preview.mp4, "
                    "contact.png, layers.json) and nothing else")
     add_shared_args(p, "no_progress", "device", "precision")
+    add_backend_arg(p)
     p.set_defaults(func=run)
 
 
@@ -50,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result = separate(args.input, model=args.model, out_dir=args.out, layers=args.layers, size=args.size,
                       device=args.device, precision=args.precision, window=args.window, overlap=args.overlap,
                       progress=not args.no_progress, tile=(args.tile_size or True) if args.tile else None,
-                      detail=args.detail,
-                      overwrite=args.overwrite)
+                      detail=args.detail, overwrite=args.overwrite, backend=args.backend)
     meta = result.metadata
     rec = meta["recomposition"]["chosen_pair"]
     print(f"{meta['input']['frames']} frames, {meta['timings']['frames_per_s']} frames/s; chosen slots "

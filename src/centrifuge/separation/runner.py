@@ -7,6 +7,9 @@ processed with their shortest side at twice that size: a compromise between the 
 (whole frames resized to about the crop size) and detail, at a cost that stays bounded for large videos;
 ``size`` overrides. ``tile`` instead runs the model on overlapping spatial tiles at full resolution (or at
 ``size`` if given).
+
+Backend: PyTorch runs weights (the default); ONNX Runtime runs a file written by ``centrifuge export``
+(:mod:`centrifuge.backends`), through the same windows, stitching and everything after.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..errors import CentrifugeError, CheckpointError
 from ..frames import resize, scaled_size, to_model
 from ..inference import prepare_for_inference
 from ..memory import check_fits, largest_activation
+from ..model import build_model
 from .stitch import stitch_tiles
 from .windows import pingpong
 
@@ -105,13 +109,16 @@ def _check_memory(model: nn.Module, measure: bool, device: torch.device, n: int,
 
 
 class ModelRunner:
-    """The prepared model on one window: ``runner(clip)`` -> layers ``[n, 3, len(clip), h, w]`` (float32, CPU)."""
+    """The prepared model on one window: ``runner(clip)`` -> layers ``[n, 3, len(clip), h, w]`` (float32, CPU).
+    ``model`` is a PyTorch module, or for ``backend="onnxruntime"`` an already loaded
+    :class:`~centrifuge.backends.OnnxRuntimeModel`."""
 
-    def __init__(self, model: nn.Module, info: dict[str, Any], trained: tuple[int | None, int | None],
-                 device: torch.device, precision: str, geometry: Geometry, copy: bool):
+    def __init__(self, model: Any, info: dict[str, Any], trained: tuple[int | None, int | None],
+                 device: torch.device, precision: str, geometry: Geometry, copy: bool, backend: str = "pytorch"):
         # A model passed in by the caller is copied (folding BatchNorm changes it); one we loaded is ours.
-        self.model = prepare_for_inference(model, device, precision, inplace=not copy)
-        self.info, self.trained, self.device, self.geometry = info, trained, device, geometry
+        self.model = model if backend == "onnxruntime" else prepare_for_inference(model, device, precision,
+                                                                                 inplace=not copy)
+        self.info, self.trained, self.device, self.geometry, self.backend = info, trained, device, geometry, backend
         self.dtype = str(self.model.dtype).replace("torch.", "")
         self.tiles_per_window = 1
 
@@ -138,15 +145,25 @@ class ModelRunner:
 
 def load_runner(model: None | str | os.PathLike[str] | nn.Module, device: str, precision: str,
                 full: tuple[int, int], window: int | None, overlap: int | None, size: int | None,
-                tile: int | bool | None) -> ModelRunner:
-    """Load ``model`` (a file, run folder, module or None for the packaged one) and plan how it runs."""
-    dev = pick_device(device)
+                tile: int | bool | None, backend: str | None = None) -> ModelRunner:
+    """Load ``model`` (a file, run folder, module or None for the packaged one) and plan how it runs;
+    ``backend``: :func:`centrifuge.backends.choose_backend`."""
+    from ..backends import choose_backend, load_onnx
+
+    backend = choose_backend(model, backend)
     check_precision(precision)
-    net, info = (model, {"path": None, "config": None}) if isinstance(model, nn.Module) else load_model(model, dev)
+    run = None
+    if backend == "onnxruntime":
+        run, info = load_onnx(model, device, precision)  # type: ignore[arg-type]
+        dev, net = torch.device("cpu"), build_model(info["config"])  # its architecture: n and the memory check
+    else:
+        dev = pick_device(device)
+        net, info = (model, {"path": None, "config": None}) if isinstance(model, nn.Module) else load_model(model, dev)
     n = getattr(net, "n_layers", None)
     if n is not None and n < 2:
         raise CentrifugeError(f"the model has {n} output layer; separation needs at least 2")
     trained = training_geometry(info)
     geometry = plan_geometry(*full, trained, window, overlap, size, tile)
     _check_memory(net, not isinstance(model, nn.Module), dev, n or 2, geometry)
-    return ModelRunner(net, info, trained, dev, precision, geometry, copy=isinstance(model, nn.Module))
+    return ModelRunner(net if run is None else run, info, trained, dev, precision, geometry,
+                       copy=isinstance(model, nn.Module), backend=backend)
