@@ -37,18 +37,19 @@ class Part:
     full: Tensor  # the layers at the input resolution, clamped to [-1, 1]: [n, 3, c, H, W]
 
 
-def compose(chunk: Tensor, frames: list[np.ndarray], start: int, geometry: Geometry, detail: bool) -> Iterator[Part]:
-    """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``."""
+def compose(chunk: Tensor, frames: list[np.ndarray] | np.ndarray, start: int, geometry: Geometry, detail: bool,
+            inputs_low: Tensor) -> Iterator[Part]:
+    """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``;
+    ``inputs_low``: those frames as the model was given them ``[3, c, h, w]`` (the runner's resize, not redone)."""
     n, c = chunk.shape[0], chunk.shape[2]
-    (width, height), (pw, ph) = geometry.full, geometry.size
+    width, height = geometry.full
     step = max(1, COMPOSE_BUDGET // (n * 3 * height * width))
     for a in range(0, c, step):
         b = min(c, a + step)
         video = np.stack(frames[a:b])
         low = chunk[:, :, a:b]
-        v = to_model(video)
+        v, v_low = to_model(video), inputs_low[:, a:b]
         if geometry.resized:
-            v_low = resize(v, (ph, pw))  # exactly what the model was given
             full = resize(low, (height, width))
             if detail:
                 full += v - resize(v_low, (height, width))

@@ -1,0 +1,162 @@
+"""Sinks: where the stitched frames go. Composed at the input resolution (``compose``), they feed the statistics
+(``stats``), the layer files (``output``), the contact sheet's thumbnails (``previews``) and, for a result kept
+in memory, the layers themselves.
+
+Two ways through, the same outputs (to within a level of rounding):
+
+* **direct** (``--layers all``, a result without files, a disk without room for the store, a model of two
+  slots): every slot is composed and delivered as its frames are final;
+* **deferred** (``--layers best2`` with files, the default): the first pass keeps every slot at the inference
+  size (``store``) and composes at full resolution only the frames the statistics read; once the pair is
+  chosen, a second pass decodes the input again and composes and encodes only the chosen two slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from torch import Tensor
+
+from ..errors import CentrifugeError
+from ..frames import to_uint8
+from .compose import COMPOSE_BUDGET, compose
+from .output import LayerFiles, Output
+from .previews import ContactSheet
+from .runner import Geometry
+from .source import Source
+from .stats import STATS_STRIDE, Stats, most_dissimilar
+from .store import LowResStore, fits
+
+__all__ = ["Kept", "Sinks", "Timer"]
+
+Timer = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+class _Sink(Protocol):
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray, slots: list[int]) -> None: ...
+
+
+class Kept:
+    """The layers kept in memory, for a result without files (the slots delivered)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, list[np.ndarray]] = {}
+
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray, slots: list[int]) -> None:
+        for i, k in enumerate(slots):
+            self.frames.setdefault(k, []).append(layers[i])
+
+    def layers(self, order: list[int]) -> np.ndarray:
+        return np.stack([np.concatenate(self.frames[k]) for k in order])
+
+
+class Sinks:
+    """Opened at the first chunk (it tells ``n``): :meth:`add` takes each chunk of final frames, :meth:`close`
+    ends the run (the second pass, when deferred) and closes the layer files."""
+
+    def __init__(self, source: Source, layers: str, detail: bool, geometry: Geometry, output: Output | None,
+                 timer: Timer, stack: contextlib.ExitStack):
+        self.source, self.best2, self.detail, self.geometry = source, layers == "best2", detail, geometry
+        self.output, self.timer, self.stack = output, timer, stack
+        self.stats: Stats | None = None
+        self.files: LayerFiles | None = None
+        self.contact = ContactSheet(source.frames_expected) if output is not None else None
+        self.kept = Kept() if source.array is not None or output is None else None
+        self.store: LowResStore | None = None
+        self.done = 0
+
+    def _open(self, n: int) -> None:
+        if n < 2:
+            raise CentrifugeError(f"the model has {n} output layer; separation needs at least 2")
+        self.stats = Stats(n)
+        if self.output is None:
+            return
+        if self.best2 and n > 2 and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected):
+            self.store = LowResStore(self.output.path("lowres.f16"), n, self.geometry.size)
+        else:
+            self.files = self._layer_files(list(range(n)))
+
+    def _layer_files(self, slots: list[int]) -> LayerFiles:
+        assert self.output is not None
+        src = self.source
+        return LayerFiles(self.output, slots, src.rate, src.width, src.height, self.stack)
+
+    def add(self, chunk: Tensor, inputs_low: Tensor, frames: list[np.ndarray]) -> int:
+        """Take the final frames of ``chunk`` (``[n, 3, c, h, w]``, of ``frames[:c]``; ``inputs_low``: the model's
+        input ``[3, c, h, w]``); returns ``c``."""
+        c = chunk.shape[2]
+        if c == 0:
+            return 0
+        if self.stats is None:
+            self._open(chunk.shape[0])
+        if self.store is None:
+            self._deliver(chunk, inputs_low, frames, self.done, list(range(chunk.shape[0])), with_stats=True)
+        else:
+            self._keep(chunk, inputs_low, frames)
+        self.done += c
+        return c
+
+    def _keep(self, chunk: Tensor, inputs_low: Tensor, frames: list[np.ndarray]) -> None:
+        """First pass of the deferred way: keep the chunk, compose only the frames the statistics read."""
+        assert self.store is not None and self.stats is not None
+        with self.timer("stitch"):
+            self.store.add(chunk, inputs_low)
+        sel = [t for t in range(chunk.shape[2]) if (self.done + t) % STATS_STRIDE == 0]
+        if not sel:
+            return
+        with self.timer("compose"):
+            for part in compose(chunk[:, :, sel], [frames[t] for t in sel], 0, self.geometry, self.detail,
+                                inputs_low[:, sel]):
+                self.stats.add_full(part.full, part.inputs)
+                self.stats.add_low(part.low, part.inputs_low)
+
+    def _deliver(self, low: Tensor, inputs_low: Tensor, frames: list[np.ndarray] | np.ndarray, start: int,
+                 slots: list[int], with_stats: bool) -> None:
+        """Compose the frames of ``low`` (the layers of ``slots``) and hand them to the sinks."""
+        sinks: list[_Sink] = [s for s in (self.contact, self.kept) if s is not None]
+        parts = compose(low, frames, start, self.geometry, self.detail, inputs_low)
+        while True:
+            with self.timer("compose"):
+                part = next(parts, None)
+                if part is None:
+                    break
+                if with_stats:
+                    assert self.stats is not None
+                    self.stats.add(part)
+                layers = to_uint8(part.full)  # in place: the float layers are not used after this
+            with self.timer("encode"):
+                if self.files is not None:
+                    self.files.add(part.start, part.video, layers, slots)
+            for sink in sinks:
+                sink.add(part.start, part.video, layers, slots)
+
+    def close(self) -> None:
+        """After the last chunk: the second pass (deferred), then the layer files closed."""
+        if self.store is not None:
+            self._second_pass(self.store)
+        if self.files is not None:
+            with self.timer("encode"):
+                self.files.close()
+
+    def _second_pass(self, store: LowResStore) -> None:
+        """Decode the input again; compose and encode the chosen pair from the store."""
+        assert self.stats is not None
+        slots = list(most_dissimilar(self.stats.distances()))
+        self.files = self._layer_files(slots)
+        width, height = self.geometry.full
+        batches = self.source.batches(max(1, COMPOSE_BUDGET // (len(slots) * 3 * height * width)))
+        start = 0
+        while start < self.done:
+            with self.timer("decode"):
+                video = next(batches, None)
+            if video is None:
+                raise CentrifugeError(f"the input gave {start} frames on its second reading, {self.done} on its first")
+            c = min(len(video), self.done - start)
+            with self.timer("compose"):
+                low, inputs_low = store.read(slots, start, start + c)
+            self._deliver(low, inputs_low, video[:c], start, slots, with_stats=False)
+            start += c
+        store.remove()
