@@ -21,13 +21,12 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import CentrifugeError
-from ..frames import to_uint8
-from .compose import COMPOSE_BUDGET, compose
+from .compose import COMPOSE_BUDGET, compose, compose_uint8
 from .output import LayerFiles, Output
 from .previews import ContactSheet
 from .runner import Geometry
 from .source import Source
-from .stats import STATS_STRIDE, Stats, most_dissimilar
+from .stats import Stats, most_dissimilar, sampled
 from .store import LowResStore, fits
 
 __all__ = ["Kept", "Sinks", "Timer"]
@@ -87,51 +86,43 @@ class Sinks:
     def add(self, chunk: Tensor, inputs_low: Tensor, frames: list[np.ndarray]) -> int:
         """Take the final frames of ``chunk`` (``[n, 3, c, h, w]``, of ``frames[:c]``; ``inputs_low``: the model's
         input ``[3, c, h, w]``); returns ``c``."""
-        c = chunk.shape[2]
+        n, c = chunk.shape[0], chunk.shape[2]
         if c == 0:
             return 0
         if self.stats is None:
-            self._open(chunk.shape[0])
+            self._open(n)
+        if self.store is not None:
+            with self.timer("stitch"):
+                self.store.add(chunk, inputs_low)
+        self._statistics(chunk, inputs_low, frames)
         if self.store is None:
-            self._deliver(chunk, inputs_low, frames, self.done, list(range(chunk.shape[0])), with_stats=True)
-        else:
-            self._keep(chunk, inputs_low, frames)
+            self._deliver(chunk, inputs_low, frames, self.done, list(range(n)))
         self.done += c
         return c
 
-    def _keep(self, chunk: Tensor, inputs_low: Tensor, frames: list[np.ndarray]) -> None:
-        """First pass of the deferred way: keep the chunk, compose only the frames the statistics read."""
-        assert self.store is not None and self.stats is not None
-        with self.timer("stitch"):
-            self.store.add(chunk, inputs_low)
-        sel = [t for t in range(chunk.shape[2]) if (self.done + t) % STATS_STRIDE == 0]
-        if not sel:
-            return
-        with self.timer("compose"):
-            for part in compose(chunk[:, :, sel], [frames[t] for t in sel], 0, self.geometry, self.detail,
-                                inputs_low[:, sel]):
-                self.stats.add_full(part.full, part.inputs)
-                self.stats.add_low(part.low, part.inputs_low)
+    def _statistics(self, chunk: Tensor, inputs_low: Tensor, frames: list[np.ndarray]) -> None:
+        """Compose (in float, every slot) only the frames the statistics read."""
+        assert self.stats is not None
+        sel = sampled(self.done, chunk.shape[2])
+        if sel:
+            with self.timer("compose"):
+                for part in compose(chunk[:, :, sel], [frames[t] for t in sel], 0, self.geometry, self.detail,
+                                    inputs_low[:, sel]):
+                    self.stats.add(part)
 
     def _deliver(self, low: Tensor, inputs_low: Tensor, frames: list[np.ndarray] | np.ndarray, start: int,
-                 slots: list[int], with_stats: bool) -> None:
-        """Compose the frames of ``low`` (the layers of ``slots``) and hand them to the sinks."""
-        sinks: list[_Sink] = [s for s in (self.contact, self.kept) if s is not None]
-        parts = compose(low, frames, start, self.geometry, self.detail, inputs_low)
+                 slots: list[int]) -> None:
+        """Compose the frames of ``low`` (the layers of ``slots``) as written and hand them to the sinks."""
+        sinks: list[_Sink] = [s for s in (self.files, self.contact, self.kept) if s is not None]
+        pieces = compose_uint8(low, frames, start, self.geometry, self.detail, inputs_low)
         while True:
             with self.timer("compose"):
-                part = next(parts, None)
-                if part is None:
-                    break
-                if with_stats:
-                    assert self.stats is not None
-                    self.stats.add(part)
-                layers = to_uint8(part.full)  # in place: the float layers are not used after this
-            with self.timer("encode"):
-                if self.files is not None:
-                    self.files.add(part.start, part.video, layers, slots)
+                piece = next(pieces, None)
+            if piece is None:
+                break
             for sink in sinks:
-                sink.add(part.start, part.video, layers, slots)
+                with self.timer("encode") if sink is self.files else contextlib.nullcontext():
+                    sink.add(*piece, slots)
 
     def close(self) -> None:
         """After the last chunk: the second pass (deferred), then the layer files closed."""
@@ -157,6 +148,6 @@ class Sinks:
             c = min(len(video), self.done - start)
             with self.timer("compose"):
                 low, inputs_low = store.read(slots, start, start + c)
-            self._deliver(low, inputs_low, video[:c], start, slots, with_stats=False)
+            self._deliver(low, inputs_low, video[:c], start, slots)
             start += c
         store.remove()

@@ -16,7 +16,7 @@ from ..losses import farthest_pair, psnr_from_mse, reconstruction_loss
 from ..tone import TONAL_AT, PairwiseGradientCorrelation, split_kind
 from .compose import Part
 
-__all__ = ["STATS_STRIDE", "Stats", "quality", "most_dissimilar", "metadata"]
+__all__ = ["STATS_STRIDE", "Stats", "quality", "sampled", "most_dissimilar", "metadata"]
 
 # Statistics, layer distances and recomposition errors are measured on every 4th frame (0, 4, 8, ...):
 # consecutive frames are nearly identical, and on every frame they cost more than the inference.
@@ -59,11 +59,9 @@ class Stats:
         self.tone = PairwiseGradientCorrelation(n)
 
     def add(self, part: Part) -> None:
-        """The part's frames whose index is a multiple of :data:`STATS_STRIDE`."""
-        sel = [t for t in range(part.video.shape[0]) if (part.start + t) % STATS_STRIDE == 0]
-        if sel:
-            self.add_full(part.full[:, :, sel], part.inputs[:, sel])
-            self.add_low(part.low[:, :, sel], part.inputs_low[:, sel])
+        """All of the part's frames (composed for :func:`sampled` frames only)."""
+        self.add_full(part.full, part.inputs)
+        self.add_low(part.low, part.inputs_low)
 
     def add_full(self, layers: Tensor, video: Tensor) -> None:
         """``layers``: clamped ``[n, 3, c, H, W]``; ``video``: the input ``[3, c, H, W]``."""
@@ -128,6 +126,11 @@ class Stats:
                 "all_layers": quality(self.all_abs, self.all_sq, self.pixels),
             },
         }
+
+
+def sampled(start: int, count: int) -> list[int]:
+    """Which of ``count`` frames from frame ``start`` the statistics read: every :data:`STATS_STRIDE`-th frame."""
+    return [t for t in range(count) if (start + t) % STATS_STRIDE == 0]
 
 
 def most_dissimilar(dist: Tensor) -> tuple[int, int]:

@@ -47,9 +47,14 @@ class LowResStore:
 
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
         """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``."""
-        both = torch.cat([low, inputs_low[None]]).to(torch.float16)  # [n + 1, 3, c, h, w]
-        self._file.write(both.permute(2, 0, 1, 3, 4).contiguous().numpy().tobytes())
-        self.frames += low.shape[2]
+        c = low.shape[2]
+        w, h = self.size
+        buf = np.empty((c, self.n + 1, 3, h, w), _DTYPE)  # one conversion, written as it is
+        out = torch.from_numpy(buf)
+        out[:, :self.n].copy_(low.permute(2, 0, 1, 3, 4))
+        out[:, self.n].copy_(inputs_low.permute(1, 0, 2, 3))
+        self._file.write(memoryview(buf).cast("B"))
+        self.frames += c
 
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
         """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32."""
