@@ -74,7 +74,7 @@ class Sinks:
         if self.output is None:
             return
         if self.best2 and n > 2 and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected):
-            self.store = LowResStore(self.output.path("lowres.f16"), n, self.geometry.size)
+            self.store = LowResStore(self.output.path("lowres"), n, self.geometry.size)
         else:
             self.files = self._layer_files(list(range(n)))
 

@@ -4,7 +4,7 @@
 the last window. Composing and encoding every slot to throw most of them away was three quarters of the
 encoding, so the first pass keeps what the composition needs (the stitched model outputs and the input at the
 inference size, float16: the outputs are not bounded to [-1, 1], and float16 keeps them to about 0.06 of a
-level) in a file in the output's temporary folder, and a second pass composes and encodes only the chosen two.
+level) in files in the output's temporary folder, and a second pass composes and encodes only the chosen two.
 The file grows with the video at the inference size (about 4.7 MB a frame for 8 slots at 452x192), not at the
 input's; :func:`fits` says whether the disk has room for it.
 """
@@ -37,37 +37,44 @@ def fits(folder: Path, n: int, size: tuple[int, int], frames: int) -> bool:
 
 
 class LowResStore:
-    """Frames appended in order, each ``[n + 1, 3, h, w]`` (the ``n`` layers, then the input), read back by slot."""
+    """Frames appended in order, read back by slot: the layers as ``[h, w, n, 3]`` per frame (the model's
+    channels-last output is copied as it lies; another order only costs a slower copy), the input as
+    ``[3, h, w]``, in two files ``path.layers`` and ``path.input``."""
 
     def __init__(self, path: Path, n: int, size: tuple[int, int]):
-        self.path, self.n, self.size = path, n, size
+        self.paths = (path.with_suffix(".layers"), path.with_suffix(".input"))
+        self.n, self.size = n, size
         self.frames = 0
-        self._file = open(path, "wb")  # noqa: SIM115 (closed by close() or remove())
-        self._map: np.memmap | None = None
+        self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 (closed by read() or remove())
+        self._maps: tuple[np.memmap, np.memmap] | None = None
+        self._bufs = [np.empty(0, _DTYPE), np.empty(0, _DTYPE)]
 
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
         """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``."""
-        c = low.shape[2]
-        w, h = self.size
-        buf = np.empty((c, self.n + 1, 3, h, w), _DTYPE)  # one conversion, written as it is
-        out = torch.from_numpy(buf)
-        out[:, :self.n].copy_(low.permute(2, 0, 1, 3, 4))
-        out[:, self.n].copy_(inputs_low.permute(1, 0, 2, 3))
-        self._file.write(memoryview(buf).cast("B"))
-        self.frames += c
+        for k, x in enumerate((low.permute(2, 3, 4, 0, 1), inputs_low.permute(1, 0, 2, 3))):
+            # one conversion into a buffer kept between calls (fresh pages cost a fault each), written as it is
+            if self._bufs[k].shape != x.shape:
+                self._bufs[k] = np.empty(tuple(x.shape), _DTYPE)
+            torch.from_numpy(self._bufs[k]).copy_(x)
+            self._files[k].write(memoryview(self._bufs[k]).cast("B"))
+        self.frames += low.shape[2]
 
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
         """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32."""
-        if self._map is None:
-            self._file.close()
+        if self._maps is None:
+            for file in self._files:
+                file.close()
             w, h = self.size
-            self._map = np.memmap(self.path, _DTYPE, "r", shape=(self.frames, self.n + 1, 3, h, w))
-        part = torch.from_numpy(np.ascontiguousarray(self._map[a:b, [*slots, self.n]]))
-        both = part.permute(1, 2, 0, 3, 4).float()  # [k + 1, 3, c, h, w]
-        return both[:-1], both[-1]
+            self._maps = (np.memmap(self.paths[0], _DTYPE, "r", shape=(self.frames, h, w, self.n, 3)),
+                          np.memmap(self.paths[1], _DTYPE, "r", shape=(self.frames, 3, h, w)))
+        layers = torch.from_numpy(self._maps[0][a:b, :, :, slots])  # a copy: fancy indexing
+        inputs = torch.from_numpy(np.array(self._maps[1][a:b]))
+        return layers.permute(3, 4, 0, 1, 2).float(), inputs.permute(1, 0, 2, 3).float()
 
     def remove(self) -> None:
-        """Close and delete the file (it is not an output)."""
-        self._file.close()
-        self._map = None
-        self.path.unlink(missing_ok=True)
+        """Close and delete the files (they are not outputs)."""
+        for file in self._files:
+            file.close()
+        self._maps = None
+        for path in self.paths:
+            path.unlink(missing_ok=True)
