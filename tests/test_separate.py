@@ -14,7 +14,7 @@ from torch import nn
 
 from centrifuge import cli
 from centrifuge.checkpoint import save_weights
-from centrifuge.frames import to_model
+from centrifuge.frames import resize, resize_frames, to_model
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.separate import separate
 from centrifuge.separation.stitch import WindowStitcher
@@ -284,3 +284,14 @@ def test_chosen_pair_composed_after_the_run_matches_every_slot_composed(tmp_path
         assert best.metadata["recomposition"][key] == direct.metadata["recomposition"][key]
     enc = best.metadata["recomposition"]["chosen_pair_encoded"], direct.metadata["recomposition"]["chosen_pair_encoded"]
     assert abs(enc[0]["psnr_db"] - enc[1]["psnr_db"]) < 0.1
+
+
+@pytest.mark.parametrize("hw", [(9, 14), (40, 60)])
+def test_resize_frames_matches_resize_in_any_memory_order(hw):
+    """The stitcher's resize of channels-last windows gives what the per-plane resize gives."""
+    x = torch.randn(4, 3, 5, 20, 30)
+    channels_last = x.permute(2, 3, 4, 0, 1).contiguous().permute(3, 4, 0, 1, 2)
+    for layout in (x, channels_last):
+        got = resize_frames(layout, hw)
+        assert got.shape == (4, 3, 5, *hw)
+        torch.testing.assert_close(got, resize(x, hw), atol=1e-5, rtol=0)
