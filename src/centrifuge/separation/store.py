@@ -36,6 +36,13 @@ def fits(folder: Path, n: int, size: tuple[int, int], frames: int) -> bool:
     return shutil.disk_usage(folder).free >= need + _MARGIN
 
 
+def _frames(path: Path, frame: tuple[int, ...], a: int, b: int) -> np.ndarray:
+    """Frames ``a:b`` of a file of frames shaped ``frame``."""
+    size = int(np.prod(frame))
+    data = np.fromfile(path, _DTYPE, count=(b - a) * size, offset=a * size * np.dtype(_DTYPE).itemsize)
+    return data.reshape(b - a, *frame)
+
+
 class LowResStore:
     """Frames appended in order, read back by slot: the layers as ``[h, w, n, 3]`` per frame (the model's
     channels-last output is copied as it lies; another order only costs a slower copy), the input as
@@ -46,7 +53,6 @@ class LowResStore:
         self.n, self.size = n, size
         self.frames = 0
         self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 (closed by read() or remove())
-        self._maps: tuple[np.memmap, np.memmap] | None = None
         self._bufs = [np.empty(0, _DTYPE), np.empty(0, _DTYPE)]
 
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
@@ -61,20 +67,19 @@ class LowResStore:
 
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
         """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32."""
-        if self._maps is None:
+        if not self._files[0].closed:
             for file in self._files:
                 file.close()
-            w, h = self.size
-            self._maps = (np.memmap(self.paths[0], _DTYPE, "r", shape=(self.frames, h, w, self.n, 3)),
-                          np.memmap(self.paths[1], _DTYPE, "r", shape=(self.frames, 3, h, w)))
-        layers = torch.from_numpy(self._maps[0][a:b, :, :, slots])  # a copy: fancy indexing
-        inputs = torch.from_numpy(np.array(self._maps[1][a:b]))
-        return layers.permute(3, 4, 0, 1, 2).float(), inputs.permute(1, 0, 2, 3).float()
+        w, h = self.size
+        # Read, not mapped: a mapping would keep every page read resident in this process until the end.
+        layers = _frames(self.paths[0], (h, w, self.n, 3), a, b)[:, :, :, slots]
+        inputs = _frames(self.paths[1], (3, h, w), a, b)
+        return (torch.from_numpy(layers).permute(3, 4, 0, 1, 2).float(),
+                torch.from_numpy(inputs).permute(1, 0, 2, 3).float())
 
     def remove(self) -> None:
         """Close and delete the files (they are not outputs)."""
         for file in self._files:
             file.close()
-        self._maps = None
         for path in self.paths:
             path.unlink(missing_ok=True)
