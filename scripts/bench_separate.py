@@ -39,11 +39,12 @@ def make_clip(src: Path, dst: Path, width: int, height: int, frames: int) -> Non
         stream = inp.streams.video[0]
         enc = out.add_stream("libx264", rate=stream.average_rate, options={"crf": "18", "preset": "veryfast"})
         enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+        enc.codec_context.time_base = 1 / stream.average_rate
         for i, frame in enumerate(inp.decode(stream)):
             if i == frames:
                 break
             small = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
-            small.pts = None
+            small.pts, small.time_base = i, 1 / stream.average_rate
             out.mux(enc.encode(small))
         out.mux(enc.encode(None))
 
