@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--make", help="WxH: run on the clip's first --frames frames resized to this size")
     p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--log", type=Path, help="append each run's figures to this file as a JSON line as it ends")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clip = args.clip
@@ -116,6 +117,10 @@ def main() -> None:
             for name, tree in trees.items():
                 out = Path(tmp) / f"{name}-{r}"
                 results[name].append(run(tree, clip, out))
+                if args.log:
+                    with args.log.open("a") as log:
+                        record = {"tree": name, "round": r + 1, "clip": str(clip), **results[name][-1]}
+                        log.write(json.dumps(record) + "\n")
                 print(f"round {r + 1} {name}: total {results[name][-1]['total']:.2f} s", file=sys.stderr, flush=True)
         print(f"clip: {args.clip.name}{' resized to ' + args.make if args.make else ''}, {args.rounds} rounds, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
