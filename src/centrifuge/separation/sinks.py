@@ -5,7 +5,7 @@ in memory, the layers themselves.
 Two ways through, the same outputs (to within a level of rounding):
 
 * **direct** (``--layers all``, a result without files, a disk without room for the store, a model of two
-  slots): every slot is composed and delivered as its frames are final;
+  slots, tiles): every slot is composed and delivered as its frames are final;
 * **deferred** (``--layers best2`` with files, the default): the first pass keeps every slot at the inference
   size (``store``) and composes at full resolution only the frames the statistics read; once the pair is
   chosen, a second pass decodes the input again and composes and encodes only the chosen two slots.
@@ -73,7 +73,9 @@ class Sinks:
         self.stats = Stats(n)
         if self.output is None:
             return
-        if self.best2 and n > 2 and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected):
+        # Tiles run at full resolution, where keeping every slot would cost more than encoding it.
+        if self.best2 and n > 2 and not self.geometry.tile \
+                and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected):
             self.store = LowResStore(self.output.path("lowres"), n, self.geometry.size)
         else:
             self.files = self._layer_files(list(range(n)))
