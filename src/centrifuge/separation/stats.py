@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,18 +137,29 @@ class Stats:
         }
 
 
+_threads_lock = threading.Lock()
+_threads_held = [0, 0]  # [runs inside _one_thread, the thread count to restore]
+
+
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """Torch on one thread: the statistics are many short reductions, where a second thread gains little on a
     quiet machine and, when the other core is busy, every one of them waits for it (measured with 2 threads on
     a shared 2-core machine: the low-resolution part 45 s for what one thread does in 0.36-0.47 s, the
-    full-resolution part 1.5 s for 0.25 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    full-resolution part 1.5 s for 0.25 s). The setting is the process's: concurrent runs (the web page) share
+    it, and the last one out restores it."""
+    with _threads_lock:
+        if _threads_held[0] == 0:
+            _threads_held[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_held[0] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        with _threads_lock:
+            _threads_held[0] -= 1
+            if _threads_held[0] == 0:
+                torch.set_num_threads(_threads_held[1])
 
 
 #: Values of each layer taken at a time by :func:`_pair_sums`: the n layers' pieces stay in the cache while every
