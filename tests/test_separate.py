@@ -14,7 +14,7 @@ from torch import nn
 
 from centrifuge import cli
 from centrifuge.checkpoint import save_weights
-from centrifuge.frames import to_model
+from centrifuge.frames import resize, resize_frames, to_model
 from centrifuge.model import ModelConfig, build_model
 from centrifuge.separate import separate
 from centrifuge.separation.stitch import WindowStitcher
@@ -247,3 +247,51 @@ def test_bad_input_one_line_exit_2(tmp_path, tiny_model, capsys):
         assert word in err[0], (case, err)
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["x.txt"]
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_chosen_pair_composed_after_the_run_matches_every_slot_composed(tmp_path, monkeypatch):
+    """With files and ``best2`` every slot is kept at the inference size and only the chosen pair is composed
+    after the run (``separation/sinks.py``): the same layers (to a level: the store is float16) and the same
+    figures as composing every slot as it comes; with no room on the disk for the store, the direct way."""
+    from centrifuge.separation import sinks
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=4, width=0.125)
+    model = build_model(cfg)
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.5)  # lively layers, beyond [-1, 1] in places
+    path = tmp_path / "lively.safetensors"
+    save_weights(path, model, cfg)
+    frames = make_frames(21, 40, 32, seed=4)
+    kw = {"model": path, "size": 16, "window": 8, "overlap": 2, "progress": False, "device": "cpu",
+          "precision": "fp32"}
+    every = separate(frames, layers="all", **kw)
+    kept, store = [], sinks.LowResStore
+    monkeypatch.setattr(sinks, "LowResStore", type("Spy", (store,), {
+        "read": lambda self, *a: kept.append(a) or store.read(self, *a)}))
+    best = separate(frames, out_dir=tmp_path / "best", **kw)
+    assert kept and {tuple(a[0]) for a in kept} == {best.chosen}  # the second pass read the chosen pair only
+    monkeypatch.setattr(sinks, "fits", lambda *a: False)
+    direct = separate(frames, out_dir=tmp_path / "direct", **kw)
+    assert best.chosen == direct.chosen == every.chosen
+    np.testing.assert_array_equal(direct.layers, every.layers[list(every.chosen)])
+    diff = np.abs(best.layers.astype(np.int16) - direct.layers)
+    assert diff.max() <= 1 and diff.mean() < 0.05
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(p.name for p in
+                                                                           (tmp_path / "direct").iterdir())
+    for key in ("layer_distances", "layer_stats", "content_or_tone"):
+        assert best.metadata[key] == direct.metadata[key] == every.metadata[key]
+    for key in ("chosen_pair", "all_layers"):
+        assert best.metadata["recomposition"][key] == direct.metadata["recomposition"][key]
+    enc = best.metadata["recomposition"]["chosen_pair_encoded"], direct.metadata["recomposition"]["chosen_pair_encoded"]
+    assert abs(enc[0]["psnr_db"] - enc[1]["psnr_db"]) < 0.1
+
+
+@pytest.mark.parametrize("hw", [(9, 14), (40, 60)])
+def test_resize_frames_matches_resize_in_any_memory_order(hw):
+    """The stitcher's resize of channels-last windows gives what the per-plane resize gives."""
+    x = torch.randn(4, 3, 5, 20, 30)
+    channels_last = x.permute(2, 3, 4, 0, 1).contiguous().permute(3, 4, 0, 1, 2)
+    for layout in (x, channels_last):
+        got = resize_frames(layout, hw)
+        assert got.shape == (4, 3, 5, *hw)
+        torch.testing.assert_close(got, resize(x, hw), atol=1e-5, rtol=0)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["to_model", "from_model", "to_uint8", "resize", "scaled_size"]
+__all__ = ["to_model", "from_model", "to_uint8", "resize", "resize_frames", "scaled_size"]
 
 
 def to_model(frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -44,6 +46,20 @@ def resize(x: Tensor, hw: tuple[int, int]) -> Tensor:
     shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
     y = F.interpolate(planes, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
     return y.reshape(*x.shape[:-2], *hw)
+
+
+def resize_frames(x: Tensor, hw: tuple[int, int]) -> Tensor:
+    """:func:`resize` of ``[..., T, H, W]`` as ``T`` images of all the leading values as channels: for tensors
+    whose leading values lie innermost in memory (the model's channels-last output), the interpolation reads
+    them in place, where :func:`resize`'s planes would first be gathered by a copy (2-3x slower there; the
+    same speed on contiguous tensors). Equal to :func:`resize` up to float rounding."""
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    lead, (t, h, w) = x.shape[:-3], x.shape[-3:]
+    images = x.movedim(-3, 0).reshape(t, math.prod(lead), h, w)
+    shrink = hw[0] < h or hw[1] < w
+    y = F.interpolate(images, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
+    return y.reshape(t, *lead, *hw).movedim(0, -3)
 
 
 def scaled_size(width: int, height: int, size: int | None) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Sec. 5: separate a real video into layers, window by window, in memory that does not grow with its length.
 
 :func:`separate` is the front door; the stages are files of :mod:`centrifuge.separation`, and a frame takes
-them in this order (one pass over the video):
+them in this order (one pass over the video, and a second over the input for the deferred composition below):
 
 1. **Decode** (``source``): frames as they come; only the current window and its overlap stay in memory.
 2. **Window** (``windows``): clips of ``window`` frames (default: the model's training clip length when the
@@ -9,9 +9,13 @@ them in this order (one pass over the video):
 3. **Run** (``runner``): the prepared model on the clip, at the inference size or on tiles.
 4. **Stitch** (``stitch``): the window's layers permuted to match the previous window's, the overlap
    cross-faded; the frames no later window reaches are final.
-5. **Compose** (``compose``): those frames' layers brought back to the input resolution.
-6. **Sinks**: statistics (``stats``), one H.264 file per model slot (``output``), the contact sheet's
-   thumbnails (``previews``) and, for a result kept in memory, the layers themselves.
+5. **Compose** (``compose``): those frames' layers brought back to the input resolution, with the input as
+   the runner resized it (not resized again).
+6. **Sinks** (``sinks``): statistics (``stats``), one H.264 file per model slot (``output``), the contact
+   sheet's thumbnails (``previews``) and, for a result kept in memory, the layers themselves. With files and
+   ``layers="best2"`` (the default) the composition is deferred: every slot is kept at the inference size
+   (``store``), only the frames the statistics read are composed, and after the last window the two most
+   dissimilar slots over the whole video are composed and encoded in a second pass over the input.
 7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` and
    ``preview.mp4`` (input and the chosen layers side by side, re-read from the files just written) are made,
    and ``layers.json`` (``stats``) records everything.
@@ -34,13 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CentrifugeError
-from .frames import to_uint8
-from .separation.compose import COMPOSE_BUDGET, compose
-from .separation.output import CONTACT_NAME, LAYER_NAME, PREVIEW_NAME, LayerFiles, Output, file_names
-from .separation.previews import ContactSheet, write_preview
+from .separation.compose import COMPOSE_BUDGET
+from .separation.output import CONTACT_NAME, LAYER_NAME, PREVIEW_NAME, Output, file_names
+from .separation.previews import write_preview
 from .separation.runner import MIN_SIZE, ModelRunner, load_runner
+from .separation.sinks import Sinks
 from .separation.source import Source, open_source
-from .separation.stats import Stats, metadata, most_dissimilar
+from .separation.stats import metadata, most_dissimilar
 from .separation.stitch import WindowStitcher
 from .separation.windows import Window, windows
 
@@ -197,64 +201,22 @@ class _Progress:
             self.bar.refresh()
 
 
-class _Kept:
-    """The layers kept in memory, for a result without files."""
+class _Inputs:
+    """The model's input (the runner's resize of each clip) for the frames the stitcher returns: a window's
+    first frames from its own clip, the final tail from the last clip run."""
 
-    def __init__(self, n: int):
-        self.frames: list[list[np.ndarray]] = [[] for _ in range(n)]
+    def __init__(self) -> None:
+        self.tail: Tensor | None = None
 
-    def add(self, start: int, video: np.ndarray, layers: np.ndarray) -> None:
-        for k in range(len(self.frames)):
-            self.frames[k].append(layers[k])
-
-    def layers(self, order: list[int]) -> np.ndarray:
-        return np.stack([np.concatenate(self.frames[k]) for k in order])
-
-
-class _Sinks:
-    """Where final frames go: composed at full resolution, then into the statistics, the layer files, the
-    contact sheet's thumbnails and the layers kept in memory. Opened at the first chunk (it tells ``n``)."""
-
-    def __init__(self, plan: SeparationPlan, output: Output | None, timer: _Timer, stack: contextlib.ExitStack):
-        self.plan, self.output, self.timer, self.stack = plan, output, timer, stack
-        self.stats: Stats | None = None
-        self.files: LayerFiles | None = None
-        self.contact = ContactSheet(plan.source.frames_expected) if output is not None else None
-        self.kept: _Kept | None = None
-        self.done = 0
-
-    def _open(self, n: int) -> None:
-        if n < 2:
-            raise CentrifugeError(f"the model has {n} output layer; separation needs at least 2")
-        src = self.plan.source
-        self.stats = Stats(n)
-        if self.output is not None:
-            self.files = LayerFiles(self.output, n, src.rate, src.width, src.height, self.stack)
-        if src.array is not None or self.output is None:
-            self.kept = _Kept(n)
-
-    def add(self, chunk: Tensor, frames: list[np.ndarray], runner: ModelRunner) -> int:
-        """Compose and deliver the frames of ``chunk`` (``[n, 3, c, h, w]``); returns ``c``."""
-        if chunk.shape[2] == 0:
-            return 0
-        if self.stats is None:
-            self._open(chunk.shape[0])
-        sinks = [s for s in (self.contact, self.kept) if s is not None]
-        parts = compose(chunk, frames, self.done, runner.geometry, self.plan.detail)
-        while True:
-            with self.timer("compose"):
-                part = next(parts, None)
-                if part is None:
-                    break
-                self.stats.add(part)
-                layers = to_uint8(part.full)  # in place: the float layers are not used after this
-            with self.timer("encode"):
-                if self.files is not None:
-                    self.files.add(part.start, part.video, layers)
-            for sink in sinks:
-                sink.add(part.start, part.video, layers)
-        self.done += chunk.shape[2]
-        return chunk.shape[2]
+    def take(self, win: Window, runner: ModelRunner, count: int) -> Tensor:
+        if win.clip is None:
+            assert self.tail is not None
+            x, self.tail = self.tail, None
+        else:
+            assert runner.last_input is not None
+            x = runner.last_input[:, win.skip:]
+            self.tail = x[:, count:]
+        return x[:, :count]
 
 
 def _stitched(win: Window, runner: ModelRunner, stitcher: WindowStitcher, timer: _Timer) -> Tensor | None:
@@ -271,20 +233,19 @@ def _run(plan: SeparationPlan, model: Any, output: Output | None, t_start: float
     src, timer = plan.source, _Timer()
     runner = load_runner(model, plan.device, plan.precision, (src.width, src.height), plan.window, plan.overlap,
                          plan.size, plan.tile, plan.backend)
-    stitcher = WindowStitcher()
+    stitcher, inputs = WindowStitcher(), _Inputs()
     with contextlib.ExitStack() as stack:
         progress = _Progress(plan, stack)
-        sinks = _Sinks(plan, output, timer, stack)
+        sinks = Sinks(src, plan.layers, plan.detail, runner.geometry, output, timer, stack)
         for win in windows(src.frames(lambda: timer("decode")), runner.geometry.window, runner.geometry.hop):
             chunk = _stitched(win, runner, stitcher, timer)
-            if chunk is not None and (added := sinks.add(chunk, win.frames, runner)):
+            if chunk is not None and (added := sinks.add(chunk, inputs.take(win, runner, chunk.shape[2]),
+                                                         win.frames)):
                 progress.update(added, sinks.done)
         progress.finish(sinks.done)
         if sinks.done == 0 or sinks.stats is None:
             raise CentrifugeError("no frames could be decoded from the input")
-        if sinks.files is not None:
-            with timer("encode"):
-                sinks.files.close()
+        sinks.close()
         result = _finish(plan, runner, stitcher, sinks, output, timer, t_start)
         if output is not None:
             result.files = output.publish(result.metadata, dict(zip(result.order, _names(result.order), strict=True)))
@@ -315,7 +276,7 @@ def _run_record(plan: SeparationPlan, runner: ModelRunner, names: list[str], wri
     }
 
 
-def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher, sinks: _Sinks,
+def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher, sinks: Sinks,
             output: Output | None, timer: _Timer, t_start: float) -> SeparationResult:
     """Choose the pair, make the contact sheet and the preview, and record it all (``layers.json``)."""
     assert sinks.stats is not None

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
-from ..frames import resize, to_model
+from ..frames import resize, to_model, to_uint8
 from .runner import Geometry
 
-__all__ = ["COMPOSE_BUDGET", "Part", "compose"]
+__all__ = ["COMPOSE_BUDGET", "Part", "compose", "compose_uint8"]
 
 # Full-resolution composition and the preview work on chunks of at most this many float32 values: the
 # temporaries set the peak memory, and small ones are also faster (less page-fault churn).
@@ -37,18 +38,19 @@ class Part:
     full: Tensor  # the layers at the input resolution, clamped to [-1, 1]: [n, 3, c, H, W]
 
 
-def compose(chunk: Tensor, frames: list[np.ndarray], start: int, geometry: Geometry, detail: bool) -> Iterator[Part]:
-    """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``."""
+def compose(chunk: Tensor, frames: list[np.ndarray] | np.ndarray, start: int, geometry: Geometry, detail: bool,
+            inputs_low: Tensor) -> Iterator[Part]:
+    """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``;
+    ``inputs_low``: those frames as the model was given them ``[3, c, h, w]`` (the runner's resize, not redone)."""
     n, c = chunk.shape[0], chunk.shape[2]
-    (width, height), (pw, ph) = geometry.full, geometry.size
+    width, height = geometry.full
     step = max(1, COMPOSE_BUDGET // (n * 3 * height * width))
     for a in range(0, c, step):
         b = min(c, a + step)
         video = np.stack(frames[a:b])
         low = chunk[:, :, a:b]
-        v = to_model(video)
+        v, v_low = to_model(video), inputs_low[:, a:b]
         if geometry.resized:
-            v_low = resize(v, (ph, pw))  # exactly what the model was given
             full = resize(low, (height, width))
             if detail:
                 full += v - resize(v_low, (height, width))
@@ -56,3 +58,29 @@ def compose(chunk: Tensor, frames: list[np.ndarray], start: int, geometry: Geome
             v_low, full = v, low.clone()
         full.clamp_(-1, 1)
         yield Part(start + a, video, v, v_low, low, full)
+
+
+def compose_uint8(chunk: Tensor, frames: list[np.ndarray] | np.ndarray, start: int, geometry: Geometry,
+                  detail: bool, inputs_low: Tensor) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """What is written: ``(start, input uint8 [c, H, W, 3], layers uint8 [k, c, H, W, 3])`` per piece of
+    ``chunk`` (``[k, 3, c, h, w]``), as :func:`compose` then :func:`~centrifuge.frames.to_uint8` would give to
+    within a level of float rounding, in fewer passes over full-resolution values: in levels (0-255) the layer
+    is ``up(127.5 low) + 127.5`` and the detail ``127.5 (v - up(v_low))``, so their sum is
+    ``up(127.5 low) + u - up(127.5 v_low)`` with ``u`` the input's own levels."""
+    k, c = chunk.shape[0], chunk.shape[2]
+    width, height = geometry.full
+    step = max(1, COMPOSE_BUDGET // ((k + 1) * 3 * height * width))
+    for a in range(0, c, step):
+        b = min(c, a + step)
+        video = np.stack(frames[a:b])
+        if not geometry.resized:
+            yield start + a, video, to_uint8(chunk[:, :, a:b].clamp(-1, 1))
+            continue
+        low = chunk[:, :, a:b]
+        if detail:  # one resize for the layers and the input
+            up = resize(torch.cat([low, inputs_low[None, :, a:b]]).mul_(127.5), (height, width))
+            layers = up[:k].add_(torch.from_numpy(video).permute(3, 0, 1, 2).float().sub_(up[k]))
+        else:
+            layers = resize(low * 127.5, (height, width)).add_(127.5)
+        layers = layers.round_().clamp_(0, 255).to(torch.uint8)
+        yield start + a, video, layers.movedim(-4, -1).contiguous().numpy()

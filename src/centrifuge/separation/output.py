@@ -186,20 +186,20 @@ def _listed_outputs(folder: Path) -> set[str]:
 
 
 class LayerFiles:
-    """Encode: one H.264 file per model slot, made in the output's temporary folder."""
+    """Encode: one H.264 file per model slot of ``slots``, made in the output's temporary folder."""
 
-    def __init__(self, output: Output, n: int, rate: float, width: int, height: int,
+    def __init__(self, output: Output, slots: list[int], rate: float, width: int, height: int,
                  stack: contextlib.ExitStack):
         # 4:2:0 chroma needs even sizes; 4:4:4 keeps an odd-sized input's exact size (but fewer players take it).
         pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
-        self.writers = [stack.enter_context(VideoWriter(output.slot_path(k), rate, width, height, crf=CRF,
-                                                        preset=X264_PRESET, pix_fmt=pix_fmt)) for k in range(n)]
+        self.writers = {k: stack.enter_context(VideoWriter(output.slot_path(k), rate, width, height, crf=CRF,
+                                                           preset=X264_PRESET, pix_fmt=pix_fmt)) for k in slots}
 
-    def add(self, start: int, video: np.ndarray, layers: np.ndarray) -> None:
-        """``layers``: ``uint8 [n, c, H, W, 3]``, the frames after those already written."""
-        for k, writer in enumerate(self.writers):
-            writer.write(layers[k])
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray, slots: list[int]) -> None:
+        """``layers``: ``uint8 [k, c, H, W, 3]`` of ``slots``, the frames after those already written."""
+        for layer, k in zip(layers, slots, strict=True):
+            self.writers[k].write(layer)
 
     def close(self) -> None:
-        for writer in self.writers:
+        for writer in self.writers.values():
             writer.close()

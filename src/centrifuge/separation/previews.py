@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..frames import resize, to_model, to_uint8
 from ..video import iter_frames
@@ -61,20 +60,30 @@ class ContactSheet:
 
     def __init__(self, frames_expected: int):
         self.at = sorted({int(round(x)) for x in np.linspace(0, max(frames_expected - 1, 0), _CONTACT_ROWS)})
-        self.thumbs: dict[int, list[np.ndarray]] = {}
+        self.inputs: dict[int, np.ndarray] = {}
+        self.thumbs: dict[int, dict[int, np.ndarray]] = {}  # frame -> slot -> thumbnail
 
-    def add(self, start: int, video: np.ndarray, layers: np.ndarray) -> None:
-        """``video``: input frames ``[c, H, W, 3]`` from frame ``start``; ``layers``: ``[n, c, H, W, 3]``."""
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray, slots: list[int]) -> None:
+        """``video``: input frames ``[c, H, W, 3]`` from frame ``start``; ``layers``: ``[k, c, H, W, 3]`` of
+        ``slots``."""
         for t in range(video.shape[0]):
             if start + t in self.at:
-                self.thumbs[start + t] = [thumbnail(video[t], _CONTACT_CELL_H)] + [
-                    thumbnail(layers[k, t], _CONTACT_CELL_H) for k in range(layers.shape[0])]
+                self.inputs[start + t] = thumbnail(video[t], _CONTACT_CELL_H)
+                cells = self.thumbs.setdefault(start + t, {})
+                cells.update({k: thumbnail(layers[i, t], _CONTACT_CELL_H) for i, k in enumerate(slots)})
 
     def write(self, path: Path, order: list[int], names: list[str]) -> None:
         """Columns: the input, then the slots of ``order`` named ``names`` (nothing when no frame passed)."""
-        rows = [(i, [cells[0]] + [cells[1 + k] for k in order]) for i, cells in sorted(self.thumbs.items())]
+        rows = [(i, [self.inputs[i]] + [cells[k] for k in order]) for i, cells in sorted(self.thumbs.items())]
         if rows:
             write_contact_sheet(path, rows, ["input"] + [Path(name).stem for name in names])
+
+
+def _panels(frames: list[np.ndarray], ph: int, pw: int) -> np.ndarray:
+    """``uint8 [c, H, W, 3]`` frames side by side, each resized to ``ph`` x ``pw`` (bilinear)."""
+    if frames[0].shape[1:3] == (ph, pw):
+        return np.concatenate(frames, axis=2)
+    return np.concatenate([to_uint8(resize(to_model(f), (ph, pw)).clamp_(-1, 1)) for f in frames], axis=2)
 
 
 def write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_files: list[Path],
@@ -88,16 +97,20 @@ def write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_fi
     pw, ph = max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
     header = np.concatenate([_label(name, pw) for name in names], axis=1)
     streams = [inputs] + [iter_frames(p, batch=batch) for p in layer_files]
-    abs_sum = sq_sum = 0.0
-    pixels = 0
+    k = len(layer_files)
+    abs_sum = sq_sum = pixels = 0
     with VideoWriter(path, fps, pw * len(names), ph + _LABEL_H, crf=CRF, preset=X264_PRESET) as writer:
         for batches in zip(*streams, strict=False):
             c = min(len(b) for b in batches)
-            x = [to_model(b[:c]) for b in batches]
-            err = torch.stack(x[1:]).mean(dim=0).sub_(x[0])
-            abs_sum += float(err.abs().sum()) / 3
-            sq_sum += float(err.square().sum()) / 3
-            pixels += x[0][0].numel()
-            frames = np.concatenate([to_uint8(resize(v, (ph, pw)).clamp_(-1, 1)) for v in x], axis=2)
+            x = [b[:c] for b in batches]
+            # The layers' mean minus the input, in units of 1/k level: integers, summed exactly.
+            err = x[1].astype(np.int32)
+            for layer in x[2:]:
+                err += layer
+            err -= k * x[0].astype(np.int32)
+            abs_sum += int(np.abs(err).sum(dtype=np.int64))
+            sq_sum += int(np.square(err).sum(dtype=np.int64))
+            pixels += err.size // 3
+            frames = _panels(x, ph, pw)
             writer.write(np.concatenate([np.broadcast_to(header, (c, *header.shape)), frames], axis=1))
-    return quality(abs_sum, sq_sum, pixels)
+    return quality(abs_sum / 3, sq_sum / 3, pixels, scale=1 / k)

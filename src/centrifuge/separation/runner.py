@@ -121,6 +121,7 @@ class ModelRunner:
         self.info, self.trained, self.device, self.geometry, self.backend = info, trained, device, geometry, backend
         self.dtype = str(self.model.dtype).replace("torch.", "")
         self.tiles_per_window = 1
+        self.last_input: Tensor | None = None  # [3, T, h, w]: the last clip as the model was given it
 
     def _forward(self, x: Tensor) -> Tensor:
         y = self.model(x[None])
@@ -135,6 +136,7 @@ class ModelRunner:
             x = x[pingpong(length, window)]
         pw, ph = self.geometry.size
         x = resize(to_model(x), (ph, pw))
+        self.last_input = x[:, :length]  # the composition reuses the input at the inference size
         with torch.inference_mode():
             if not self.geometry.tile:
                 y = self._forward(x)

@@ -6,17 +6,20 @@ errors are accumulated on every :data:`STATS_STRIDE`-th frame; :func:`metadata` 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..losses import farthest_pair, psnr_from_mse, reconstruction_loss
+from ..losses import farthest_pair, psnr_from_mse
 from ..tone import TONAL_AT, PairwiseGradientCorrelation, split_kind
 from .compose import Part
 
-__all__ = ["STATS_STRIDE", "Stats", "quality", "most_dissimilar", "metadata"]
+__all__ = ["STATS_STRIDE", "Stats", "quality", "sampled", "most_dissimilar", "metadata"]
 
 # Statistics, layer distances and recomposition errors are measured on every 4th frame (0, 4, 8, ...):
 # consecutive frames are nearly identical, and on every frame they cost more than the inference.
@@ -59,11 +62,10 @@ class Stats:
         self.tone = PairwiseGradientCorrelation(n)
 
     def add(self, part: Part) -> None:
-        """The part's frames whose index is a multiple of :data:`STATS_STRIDE`."""
-        sel = [t for t in range(part.video.shape[0]) if (part.start + t) % STATS_STRIDE == 0]
-        if sel:
-            self.add_full(part.full[:, :, sel], part.inputs[:, sel])
-            self.add_low(part.low[:, :, sel], part.inputs_low[:, sel])
+        """All of the part's frames (composed for :func:`sampled` frames only)."""
+        with _one_thread():
+            self.add_full(part.full, part.inputs)
+            self.add_low(part.low, part.inputs_low)
 
     def add_full(self, layers: Tensor, video: Tensor) -> None:
         """``layers``: clamped ``[n, 3, c, H, W]``; ``video``: the input ``[3, c, H, W]``."""
@@ -83,15 +85,20 @@ class Stats:
     def add_low(self, layers: Tensor, video: Tensor) -> None:
         """``layers``: raw model outputs ``[n, 3, c, h, w]``; ``video``: the model's input ``[3, c, h, w]``."""
         c = layers.shape[2]
+        layers = layers.contiguous()
         clamped = layers.clamp(-1, 1)
         self.tone.add(clamped)
+        # Eq. 3 (reconstruction_loss) of every pair from each layer's own differences (the difference of two
+        # layers' gradients is the gradient of their difference), each term a mean over its own values.
+        terms = (layers, layers[..., :, 1:] - layers[..., :, :-1], layers[..., 1:, :] - layers[..., :-1, :])
+        eq3 = sum(_pair_sums(t.reshape(self.n, -1), self.pairs)[0] / t[0].numel() for t in terms)
+        # The mean of each pair against the input: its absolute and squared errors.
+        err_abs, err_sq = _pair_sums(clamped.reshape(self.n, -1), self.pairs, video.reshape(-1))
         for k, (i, j) in enumerate(self.pairs):
             # Eq. 3 averages over frames: weight by c to get a per-frame mean over the whole video.
-            # One pair at a time: small temporaries are much faster here than one batched [pairs, ...] pass.
-            self.dist[i, j] += float(reconstruction_loss(layers[i], layers[j])) * c
-            err = (clamped[i] + clamped[j]).div_(2).sub_(video)
-            self.pair_abs[k] += float(err.abs().sum()) / 3
-            self.pair_sq[k] += float(err.square_().sum()) / 3
+            self.dist[i, j] += 0.5 * eq3[k] * c
+        self.pair_abs += err_abs / 3
+        self.pair_sq += err_sq / 3
         self.low_pixels += video[0].numel()
         self.frames += c
 
@@ -128,6 +135,59 @@ class Stats:
                 "all_layers": quality(self.all_abs, self.all_sq, self.pixels),
             },
         }
+
+
+_threads_lock = threading.Lock()
+_threads_held = [0, 0]  # [runs inside _one_thread, the thread count to restore]
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one thread: the statistics are many short reductions, where a second thread gains little on a
+    quiet machine and, when the other core is busy, every one of them waits for it (measured with 2 threads on
+    a shared 2-core machine: the low-resolution part 45 s for what one thread does in 0.36-0.47 s, the
+    full-resolution part 1.5 s for 0.25 s). The setting is the process's: concurrent runs (the web page) share
+    it, and the last one out restores it."""
+    with _threads_lock:
+        if _threads_held[0] == 0:
+            _threads_held[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_held[0] += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_held[0] -= 1
+            if _threads_held[0] == 0:
+                torch.set_num_threads(_threads_held[1])
+
+
+#: Values of each layer taken at a time by :func:`_pair_sums`: the n layers' pieces stay in the cache while every
+#: pair is formed (a pass over whole layers per pair, with a fresh temporary each time, was three times slower).
+_BLOCK = 1 << 17
+
+
+def _pair_sums(rows: Tensor, pairs: list[tuple[int, int]], video: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """For each pair ``(i, j)`` of the rows of ``rows`` (``[n, N]``), float64 ``[pairs]``: without ``video``,
+    ``(sum |r_i - r_j|, 0)``; with it (``[N]``), the sums of ``|e|`` and ``e^2`` for ``e = (r_i + r_j) / 2 - video``."""
+    abs_sum, sq_sum = [0.0] * len(pairs), [0.0] * len(pairs)
+    buf = torch.empty(min(_BLOCK, rows.shape[1]), dtype=rows.dtype)
+    for a in range(0, rows.shape[1], _BLOCK):
+        block = rows[:, a:a + _BLOCK]
+        b = buf[:block.shape[1]]
+        for k, (i, j) in enumerate(pairs):
+            if video is None:
+                abs_sum[k] += float(torch.sub(block[i], block[j], out=b).abs_().sum())
+            else:
+                torch.add(block[i], block[j], out=b).div_(2).sub_(video[a:a + _BLOCK])
+                abs_sum[k] += float(b.abs_().sum())
+                sq_sum[k] += float(b.square_().sum())
+    return torch.tensor(abs_sum, dtype=torch.float64), torch.tensor(sq_sum, dtype=torch.float64)
+
+
+def sampled(start: int, count: int) -> list[int]:
+    """Which of ``count`` frames from frame ``start`` the statistics read: every :data:`STATS_STRIDE`-th frame."""
+    return [t for t in range(count) if (start + t) % STATS_STRIDE == 0]
 
 
 def most_dissimilar(dist: Tensor) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..frames import resize
+from ..frames import resize_frames
 from ..losses import assign_slots, pairwise_loss
 
 __all__ = ["MATCH_SIZE", "match_slots", "WindowStitcher", "stitch_tiles"]
@@ -34,7 +34,7 @@ def match_slots(reference: Tensor, outputs: Tensor) -> list[int]:
     h, w = reference.shape[-2:]
     if min(h, w) > MATCH_SIZE:
         hw = (max(1, round(h * MATCH_SIZE / min(h, w))), max(1, round(w * MATCH_SIZE / min(h, w))))
-        reference, outputs = resize(reference, hw), resize(outputs, hw)
+        reference, outputs = resize_frames(reference, hw), resize_frames(outputs, hw)  # channels-last windows
     return assign_slots(pairwise_loss(outputs[None].float(), reference[None].float())[0])
 
 
