@@ -369,6 +369,20 @@ def test_cancel_stops_a_running_job_and_removes_its_folder(servers, browser, tmp
     assert srv.proc.poll() is None and not _text(browser, STATUS).startswith("Done")
 
 
+def test_closing_the_page_stops_its_running_job_and_removes_its_folder(servers, browser, tmp_path):
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        srv, job = _start_a_held_job(servers, browser, tmp_path)
+    finally:
+        browser.close()  # the tab goes, and its connections with it (as when a browser quits or crashes)
+        browser.switch_to.window(first)
+    srv._wait_for("centrifuge app: a page closed: 1 running job(s) stopped")
+    srv.open_gate()  # the job goes on to its next chunk, where it finds itself stopped
+    _wait(lambda: not job.exists(), "the job's folder to go")
+    assert srv.proc.poll() is None
+
+
 def test_all_layers_are_laid_out_in_rows_of_equal_width(servers, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
