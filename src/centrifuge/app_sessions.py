@@ -16,6 +16,7 @@ job's thread ends, the server's log says how long after the stop (``a stopped jo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -67,7 +68,8 @@ class Sessions:
     async def run(self, key: str, fn: Callable[[StopFlag], T]) -> T:
         """``fn(flag)`` in a worker thread, registered under ``key`` until the thread ends. If the awaiting
         coroutine is cancelled (by Gradio), the flag is set so that the job stops too (``fn`` must check it, e.g.
-        through :func:`guard`), and the cancellation goes on."""
+        through :func:`guard`), and the cancellation goes on once the thread has ended: until then the job holds
+        its slot of Gradio's queue, so that no more than its limit of jobs ever run at once."""
         flag = StopFlag()
         with self._lock:
             self._flags[key] = flag
@@ -76,6 +78,8 @@ class Sessions:
             return await asyncio.shield(work)  # a thread cannot be interrupted; the shield lets it end by itself
         except asyncio.CancelledError:
             flag.stop("its event was cancelled")
+            with contextlib.suppress(BaseException):  # its outcome is nobody's now; a second cancel waits too
+                await asyncio.shield(work)
             raise
 
     def _watched(self, key: str, flag: StopFlag, fn: Callable[[StopFlag], T]) -> T:
