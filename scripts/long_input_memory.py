@@ -26,15 +26,17 @@ from pathlib import Path
 import numpy as np
 
 
-def write_synthetic(path: Path, seconds: float, height: int, fps: int) -> int:
-    """A cheap-to-encode video; returns its frame count."""
+def write_synthetic(path: Path, seconds: float, height: int, fps: float) -> int:
+    """A cheap-to-encode video at ``fps`` frames per second (a fraction too: 0.5 is one frame every 2 s); returns
+    its frame count."""
     import av
 
+    rate = Fraction(fps).limit_denominator(1001)
     width = (height * 16 // 9) // 2 * 2
     frames = round(seconds * fps)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps), options={"preset": "ultrafast", "crf": "28"})
+        stream = container.add_stream("libx264", rate=rate, options={"preset": "ultrafast", "crf": "28"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for t in range(frames):
             base = (xx + 3 * t) % width / width * 200 + (yy / height) * 40
@@ -44,7 +46,7 @@ def write_synthetic(path: Path, seconds: float, height: int, fps: int) -> int:
                 img[y0:y0 + 60, x0:x0 + 60] = (255 - 60 * k, 80 * k, 200)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = t
-            frame.time_base = Fraction(1, fps)
+            frame.time_base = 1 / rate
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -52,8 +54,8 @@ def write_synthetic(path: Path, seconds: float, height: int, fps: int) -> int:
     return frames
 
 
-def separate_peak(video: Path, out: Path, size: int | None) -> tuple[float, float]:
-    """(peak resident memory in MB, wall seconds) of one ``centrifuge separate`` process."""
+def separate_peak(video: Path, out: Path, size: int | None) -> tuple[float, float, float]:
+    """(peak resident memory in MB, wall seconds, CPU seconds) of one ``centrifuge separate`` process."""
     args = [sys.executable, "-m", "centrifuge", "separate", str(video), "-o", str(out), "--device", "cpu",
             "--no-progress", *(["--size", str(size)] if size else [])]
     t0 = time.time()
@@ -62,7 +64,7 @@ def separate_peak(video: Path, out: Path, size: int | None) -> tuple[float, floa
     wall = time.time() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"separate failed: {proc.stderr.read().decode()[-500:]}")
-    return usage.ru_maxrss / 1024, wall
+    return usage.ru_maxrss / 1024, wall, usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -70,7 +72,7 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--short-minutes", type=float, default=1.0)
     p.add_argument("--height", type=int, default=720)
-    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the generated videos (default 25)")
     p.add_argument("--size", type=int, help="separate --size (default: separate's own choice)")
     args = p.parse_args()
     report: dict = {"command": " ".join(sys.argv)}
@@ -80,9 +82,10 @@ def main() -> int:
             t0 = time.time()
             frames = write_synthetic(video, minutes * 60, args.height, args.fps)
             made = time.time() - t0
-            peak, wall = separate_peak(video, Path(tmp) / f"{name}-out", args.size)
+            peak, wall, cpu = separate_peak(video, Path(tmp) / f"{name}-out", args.size)
             report[name] = {"minutes": minutes, "frames": frames, "generate_s": round(made, 1),
-                            "separate_s": round(wall, 1), "peak_mb": round(peak)}
+                            "separate_s": round(wall, 1), "separate_cpu_s": round(cpu, 1), "peak_mb": round(peak)}
+            print(json.dumps({name: report[name]}), file=sys.stderr, flush=True)  # a long run's first half, early
     report["long_over_short_peak"] = round(report["long"]["peak_mb"] / report["short"]["peak_mb"], 3)
     print(json.dumps(report, indent=2))
     return 0

@@ -7,7 +7,8 @@ function as ``centrifuge separate``. One progress bar says what is happening; Ca
 removes its files. Then the page shows the input and the chosen layers side by side (``preview.mp4``), every
 kept layer (rows of equal width), the contact sheet, the ``layers.json`` figures as tables, and downloads.
 *Blend*: two clips are blended and separated as ``centrifuge demo`` does (:func:`centrifuge.jobs.blend_job`),
-with its identity-vs-model table. Layers are named by their model slot everywhere on the page.
+with its identity-vs-model table. Layers are named by their model slot everywhere on the page. A job stops,
+and its files go, when its page cancels it, closes or loses its connection (:mod:`centrifuge.app_sessions`).
 
 Everything the server writes lives under one temporary root: Gradio's upload cache (``GRADIO_TEMP_DIR``) and
 the per-job folders of :class:`centrifuge.jobs.Jobs`. The root is removed when the server stops; SIGINT
@@ -25,14 +26,16 @@ import logging
 import math
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import app_text as text
+from .app_sessions import Sessions, guard
 from .demo import BLEND_CLIPS, asset, fit_note
 from .errors import CentrifugeError
-from .jobs import Cancelled, Jobs, Limits, Stopped, blend_job, seconds, separate_job
+from .jobs import Cancelled, Jobs, Limits, SeparationJob, Stopped, blend_job, seconds, separate_job
 from .video import VideoInfo, check_video
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,10 @@ class Page:
     model: str | None = None
     device: str = "auto"
     train_sizes: dict[str, int | None] = field(default_factory=dict)
+    sessions: Sessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = Sessions(self.jobs)
 
     @property
     def models(self) -> list[tuple[str, str]]:
@@ -202,6 +209,11 @@ def build_page(jobs: Jobs, limits: Limits, model: str | None = None, device: str
         with gr.Tab("Blend"):
             _blend_tab(page)
         model_choice.change(lambda m: _model_card(page, m), model_choice, model_card, queue=False)
+
+        def on_close(request: gr.Request) -> None:  # the tab was closed or reloaded, or its connection dropped
+            page.sessions.close(request.session_hash)
+
+        blocks.unload(_wants_request(on_close))
     return blocks
 
 
@@ -257,7 +269,7 @@ def _separate_tab(page: Page) -> Any:
     job.then(_safe_estimate(page), settings, estimate, queue=False)
 
     def on_cancel(request: gr.Request) -> Any:
-        if page.jobs.cancel(f"{request.session_hash}:separate"):
+        if page.sessions.cancel(f"{request.session_hash}:separate"):
             return _status("Cancelled: the job stops at its next frames and its files are removed.")
         return _status("Cancelled: no separation of this page had started.")
 
@@ -328,17 +340,24 @@ def _results(page: Page) -> dict[str, Any]:
 def _separate_handler(page: Page, out: dict[str, Any], status: Any, job_state: Any) -> Any:
     import gradio as gr
 
-    def on_separate(path: str | None, keep: str, size: str, model_value: str, start: float, length: float,
-                    previous: str | None, request: gr.Request,
-                    progress: Any = gr.Progress()) -> dict:  # noqa: B008
+    async def on_separate(path: str | None, keep: str, size: str, model_value: str, start: float, length: float,
+                          previous: str | None, request: gr.Request,
+                          progress: Any = gr.Progress()) -> dict:  # noqa: B008
         page.jobs.remove(previous)  # this page's previous results
-        try:
+        key = f"{request.session_hash}:separate"
+
+        def run(stop: threading.Event) -> SeparationJob:
             if not path:
                 raise CentrifugeError("upload a video, or click one of the examples")
             whole = start <= 0 and length >= seconds(_probe(path)) - 0.01  # the sliders' step
             job = separate_job(page.jobs, path, page.limits, model=page.model_path(model_value), device=page.device,
-                               layers=keep, size=size, on_progress=text.progress_reporter(progress), start_s=start,
-                               length_s=None if whole else length, key=f"{request.session_hash}:separate")
+                               layers=keep, size=size, on_progress=guard(stop, text.progress_reporter(progress)),
+                               start_s=start, length_s=None if whole else length)
+            page.sessions.keep(key, job.folder, stop)
+            return job
+
+        try:
+            job = await page.sessions.run(key, run)
         except Exception as e:  # the page must survive any job
             return {status: _status(failure(e, [path])), job_state: None, out["box"]: gr.update(visible=False)}
         return {status: _status(_done_line(job.result.metadata)), job_state: str(job.folder), **_shown(out, job)}
@@ -422,20 +441,25 @@ def _blend_tab(page: Page) -> None:
                              buttons=["download", "fullscreen"])
     state = gr.State(None)
 
-    def on_blend(path_a: str | None, path_b: str | None, model_value: str, previous: str | None,
-                 request: gr.Request, progress: Any = gr.Progress()) -> dict:  # noqa: B008
+    async def on_blend(path_a: str | None, path_b: str | None, model_value: str, previous: str | None,
+                       request: gr.Request, progress: Any = gr.Progress()) -> dict:  # noqa: B008
         page.jobs.remove(previous)
-        try:
+        key = f"{request.session_hash}:blend"
+
+        def run(stop: threading.Event) -> tuple:
             if not (path_a and path_b):
                 raise CentrifugeError("a blend needs two clips: upload them, or click an example")
-            paths = [path_a, path_b]
             report = text.progress_reporter(progress, "frames of the blend", "writing the preview and the sheet")
-            folder, fig, files, info = blend_job(page.jobs, paths, page.limits, model=page.model_path(model_value),
-                                                 device=page.device, key=f"{request.session_hash}:blend",
-                                                 on_progress=report)
+            made = blend_job(page.jobs, [path_a, path_b], page.limits, model=page.model_path(model_value),
+                             device=page.device, on_progress=guard(stop, report))
+            page.sessions.keep(key, made[0], stop)
+            return *made, [shipped_name(p) for p in (path_a, path_b)]  # by content: an upload's name proves nothing
+
+        try:
+            folder, fig, files, info, shown = await page.sessions.run(key, run)
         except Exception as e:  # the page must survive any job
             return {status: _status(failure(e, [path_a, path_b])), table: "", preview: None, truth: None, state: None}
-        shown = [shipped_name(p) for p in paths]  # by content: an upload's file name proves nothing
+        paths = [path_a, path_b]
         names = [s or Path(p).name for s, p in zip(shown, paths, strict=True)]
         return {status: _status("Done."), table: text.blend_markdown(fig, names, Path(info["path"]).name,
                                                                     fit_note(info, [s for s in shown if s])),
