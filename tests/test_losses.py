@@ -9,8 +9,10 @@ from centrifuge.losses import (
     compiled_pit_loss,
     diversity,
     identity_outputs,
+    layer_distances,
     most_dissimilar_pair,
     pairwise_loss,
+    pairwise_reconstruction_distance,
     pit_from_matrix,
     pit_loss,
     psnr,
@@ -90,6 +92,20 @@ def test_diversity_and_most_dissimilar():
     i, j = most_dissimilar_pair(outs)[0].tolist()
     assert (i, j) == (2, 3)  # -base and base + 0.5: the farthest apart
     assert d[0, i, j] == d[0].max()
+
+
+def test_the_blocked_pairwise_eq3_is_the_plain_definition(monkeypatch):
+    # Blocks of 7 values: several per row and a short last one (the default block is larger than these layers).
+    monkeypatch.setattr(losses, "PAIR_BLOCK", 7)
+    layers = _videos(5, 3, 3, 4, 6, seed=3) * 1.3  # some beyond [-1, 1]: Eq. 3 of the raw values
+    d = pairwise_reconstruction_distance(layers)
+    assert d.dtype == torch.float64 and d.shape == (5, 5)
+    for i in range(5):
+        for j in range(5):
+            want = 0.0 if i == j else float(reconstruction_loss(layers[i].double(), layers[j].double()))
+            assert abs(float(d[i, j]) - want) < 1e-6, (i, j)
+    outs = layers.reshape(1, 5, 3, 3, 4, 6)
+    torch.testing.assert_close(layer_distances(outs), pairwise_loss(outs, outs))
 
 
 def test_psnr_range():

@@ -111,9 +111,49 @@ def pit_loss(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
     return reconstruction_loss(outputs.gather(1, index), targets).sum(dim=1), assignment
 
 
+#: Values of each row taken at a time by :func:`pairwise_abs_sums`: a block of all ``n`` rows and the buffer of
+#: one row against the later ones stay in the cache while every pair is formed (a pass over whole rows per pair,
+#: with a fresh temporary each time, was three times slower on the statistics of ``separate``).
+PAIR_BLOCK = 1 << 15
+
+
+def pairwise_abs_sums(rows: torch.Tensor) -> torch.Tensor:
+    """``sum_p |rows[i, p] - rows[j, p]|`` for every two rows of ``rows`` ``[n, N]``: ``[n, n]``, symmetric, zero
+    on the diagonal, float64. On the CPU summed per block of :data:`PAIR_BLOCK` values in the rows' dtype and
+    across blocks in float64; on a GPU, which has no such cache to keep, in one block."""
+    n, size = rows.shape
+    step = PAIR_BLOCK if rows.device.type == "cpu" else max(size, 1)
+    upper = torch.zeros(n, n, dtype=torch.float64, device=rows.device)
+    buf = torch.empty(max(n - 1, 0), min(step, size), dtype=rows.dtype, device=rows.device)
+    for a in range(0, size, step):
+        block = rows[:, a:a + step]
+        for i in range(n - 1):  # row i against every later row at once
+            diff = torch.sub(block[i + 1:], block[i], out=buf[:n - 1 - i, :block.shape[1]])
+            upper[i, i + 1:] += diff.abs_().sum(dim=1)
+    return upper + upper.T
+
+
+def pairwise_reconstruction_distance(layers: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 between every two of ``n`` layers, ``[n, 3, T, H, W] -> [n, n]`` (float64): entry
+    ``[i, j] = reconstruction_loss(layers[i], layers[j])``, symmetric, zero on the diagonal.
+
+    Blocked and vectorised over the pairs: the difference of two layers' gradients is the gradient of their
+    difference, so each of Eq. 3's three terms (values, x and y differences) is taken once per layer and
+    compared pairwise (:func:`pairwise_abs_sums`), instead of forming every pair's difference video. Not
+    differentiable (the blocks are summed into a preallocated matrix): training's :func:`pit_loss` keeps
+    :func:`pairwise_loss`. Equal to :func:`reconstruction_loss` per pair to float rounding (tests/test_losses.py).
+    """
+    n = layers.shape[0]
+    terms = (layers, layers[..., :, 1:] - layers[..., :, :-1], layers[..., 1:, :] - layers[..., :-1, :])
+    means = [pairwise_abs_sums(t.reshape(n, -1)) / max(t[0].numel(), 1) for t in terms]
+    return 0.5 * (means[0] + means[1] + means[2])
+
+
 def layer_distances(outputs: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n]`` matrix of ``l(O_i, O_j)`` between the output layers of each sample (symmetric)."""
-    return pairwise_loss(outputs, outputs)
+    """``[B, n, n]`` matrix of ``l(O_i, O_j)`` between the output layers of each sample (symmetric), in
+    ``outputs``' dtype: :func:`pairwise_reconstruction_distance` per sample, without autograd."""
+    with torch.no_grad():
+        return torch.stack([pairwise_reconstruction_distance(o) for o in outputs.detach()]).to(outputs.dtype)
 
 
 def diversity(outputs: torch.Tensor) -> torch.Tensor:
