@@ -35,10 +35,13 @@ class PairwiseGradientCorrelation:
         self.gram = torch.zeros(n, n, 3, dtype=torch.float64)
 
     def add(self, layers: torch.Tensor) -> None:
-        n, c = layers.shape[:2]
-        for g in _gradients(layers.double()):
-            flat = g.reshape(n, c, -1)
-            self.gram += torch.einsum("icp,jcp->ijc", flat, flat)
+        n = layers.shape[0]
+        for g in _gradients(layers):
+            # In the layers' dtype, one frame and channel at a time (a float32 product over one frame's pixels
+            # is good to about 1e-6), summed over them in float64: three times faster than all in float64.
+            planes = g.reshape(n, -1, g.shape[-2] * g.shape[-1]).transpose(0, 1)  # [3 T, n, P]
+            gram = torch.bmm(planes, planes.transpose(1, 2)).double()  # [3 T, n, n]
+            self.gram += gram.unflatten(0, (3, -1)).sum(1).permute(1, 2, 0)
 
     def matrix(self) -> torch.Tensor:
         norms = self.gram.diagonal(dim1=0, dim2=1).T  # [n, 3]

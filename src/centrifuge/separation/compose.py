@@ -28,36 +28,49 @@ COMPOSE_BUDGET = 6_000_000
 
 @dataclass(frozen=True)
 class Part:
-    """Consecutive frames of the video with their layers, in model units ([-1, 1])."""
+    """Consecutive frames of the video with their layers, in model units ([-1, 1]); :meth:`layer` composes one
+    slot at the input resolution."""
 
     start: int  # index of the first frame in the video
     video: np.ndarray  # the input frames, uint8 [c, H, W, 3]
     inputs: Tensor  # the input, [3, c, H, W]
     inputs_low: Tensor  # the input as the model was given it, [3, c, h, w]
     low: Tensor  # the stitched model outputs, [n, 3, c, h, w]
-    full: Tensor  # the layers at the input resolution, clamped to [-1, 1]: [n, 3, c, H, W]
+    detail: Tensor | None  # added to every upsampled layer: the input's residual v - up(v_low), [3, c, H, W]
+
+    def layer(self, k: int) -> Tensor:
+        """Slot ``k`` at the input resolution, clamped to [-1, 1]: a new ``[3, c, H, W]``."""
+        low = self.low[k]
+        full = resize(low, tuple(self.inputs.shape[-2:]))
+        if full is low:
+            full = low.clone()  # not resized: the model's outputs are not to be clamped in place
+        if self.detail is not None:
+            full += self.detail
+        return full.clamp_(-1, 1)
 
 
 def compose(chunk: Tensor, frames: list[np.ndarray] | np.ndarray, start: int, geometry: Geometry, detail: bool,
             inputs_low: Tensor) -> Iterator[Part]:
     """``chunk``: stitched layers ``[n, 3, c, h, w]`` of ``frames[:c]``, the video's frames from ``start``;
-    ``inputs_low``: those frames as the model was given them ``[3, c, h, w]`` (the runner's resize, not redone)."""
+    ``inputs_low``: those frames as the model was given them ``[3, c, h, w]`` (the runner's resize, not redone).
+    The slots are composed one at a time (:meth:`Part.layer`), each read by the statistics while it is in the
+    cache: all of them at once are ``[n, 3, c, H, W]`` temporaries several times the cache."""
     n, c = chunk.shape[0], chunk.shape[2]
     width, height = geometry.full
     step = max(1, COMPOSE_BUDGET // (n * 3 * height * width))
     for a in range(0, c, step):
         b = min(c, a + step)
         video = np.stack(frames[a:b])
-        low = chunk[:, :, a:b]
+        # One copy into the standard layout (none if it is already in it): each slot's resize and the
+        # statistics' flattened rows would otherwise gather the strided chunk again.
+        low = chunk[:, :, a:b].contiguous()
         v, v_low = to_model(video), inputs_low[:, a:b]
-        if geometry.resized:
-            full = resize(low, (height, width))
-            if detail:
-                full += v - resize(v_low, (height, width))
-        else:
-            v_low, full = v, low.clone()
-        full.clamp_(-1, 1)
-        yield Part(start + a, video, v, v_low, low, full)
+        residual = None
+        if not geometry.resized:
+            v_low = v
+        elif detail:
+            residual = v - resize(v_low, (height, width))
+        yield Part(start + a, video, v, v_low, low, residual)
 
 
 def compose_uint8(chunk: Tensor, frames: list[np.ndarray] | np.ndarray, start: int, geometry: Geometry,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..losses import farthest_pair, psnr_from_mse
+from ..losses import PAIR_BLOCK, farthest_pair, pairwise_reconstruction_distance, psnr_from_mse
 from ..tone import TONAL_AT, PairwiseGradientCorrelation, split_kind
 from .compose import Part
 
@@ -64,47 +64,43 @@ class Stats:
     def add(self, part: Part) -> None:
         """All of the part's frames (composed for :func:`sampled` frames only)."""
         with _one_thread():
-            self.add_full(part.full, part.inputs)
+            self.add_full((part.layer(k) for k in range(self.n)), part.inputs)
             self.add_low(part.low, part.inputs_low)
 
-    def add_full(self, layers: Tensor, video: Tensor) -> None:
-        """``layers``: clamped ``[n, 3, c, H, W]``; ``video``: the input ``[3, c, H, W]``."""
-        # One layer at a time: allocating [n, 3, c, H, W] temporaries costs more than the arithmetic.
+    def add_full(self, layers: Iterable[Tensor], video: Tensor) -> None:
+        """``layers``: the ``n`` clamped layers, one at a time, each ``[3, c, H, W]``; ``video``: the input
+        ``[3, c, H, W]``."""
+        # One layer at a time, each read while it is in the cache: all n at once are [n, 3, c, H, W]
+        # temporaries several times the cache, read by every sum.
         self.pixels += video[0].numel()
         total = torch.zeros_like(video)
-        for k in range(self.n):
-            layer = layers[k]
+        buf = torch.empty_like(video)
+        for k, layer in enumerate(layers):
             total += layer
-            self.sum[k] += layer.sum(dim=(1, 2, 3)).double()
-            self.sq[k] += layer.square().sum(dim=(1, 2, 3)).double()
-            self.mad[k] += float((layer - video).abs_().sum()) / 3
+            self.sum[k] += layer.sum(dim=(1, 2, 3))
+            self.sq[k] += torch.mul(layer, layer, out=buf).sum(dim=(1, 2, 3))
+            self.mad[k] += float(torch.sub(layer, video, out=buf).abs_().sum()) / 3
         err = total.div_(self.n).sub_(video)
-        self.all_abs += float(err.abs().sum()) / 3
+        self.all_abs += float(torch.abs(err, out=buf).sum()) / 3
         self.all_sq += float(err.square_().sum()) / 3
 
     def add_low(self, layers: Tensor, video: Tensor) -> None:
         """``layers``: raw model outputs ``[n, 3, c, h, w]``; ``video``: the model's input ``[3, c, h, w]``."""
         c = layers.shape[2]
-        layers = layers.contiguous()
         clamped = layers.clamp(-1, 1)
         self.tone.add(clamped)
-        # Eq. 3 (reconstruction_loss) of every pair from each layer's own differences (the difference of two
-        # layers' gradients is the gradient of their difference), each term a mean over its own values.
-        terms = (layers, layers[..., :, 1:] - layers[..., :, :-1], layers[..., 1:, :] - layers[..., :-1, :])
-        eq3 = sum(_pair_sums(t.reshape(self.n, -1), self.pairs)[0] / t[0].numel() for t in terms)
-        # The mean of each pair against the input: its absolute and squared errors.
-        err_abs, err_sq = _pair_sums(clamped.reshape(self.n, -1), self.pairs, video.reshape(-1))
-        for k, (i, j) in enumerate(self.pairs):
-            # Eq. 3 averages over frames: weight by c to get a per-frame mean over the whole video.
-            self.dist[i, j] += 0.5 * eq3[k] * c
-        self.pair_abs += err_abs / 3
-        self.pair_sq += err_sq / 3
+        # Eq. 3 averages over frames: weight each part's distances by its frames for a per-frame mean.
+        self.dist += pairwise_reconstruction_distance(layers) * c
+        err_abs, err_sq = _pair_errors(clamped.reshape(self.n, -1), video.reshape(-1))
+        rows, cols = zip(*self.pairs, strict=True)
+        self.pair_abs += err_abs[rows, cols] / 3
+        self.pair_sq += err_sq[rows, cols] / 3
         self.low_pixels += video[0].numel()
         self.frames += c
 
     def distances(self) -> Tensor:
-        d = self.dist / max(self.frames, 1)
-        return d + d.T
+        """``[n, n]``: the Eq. 3 distance of every two layers, a mean over the sampled frames."""
+        return self.dist / max(self.frames, 1)
 
     def summary(self, chosen: tuple[int, int]) -> dict[str, Any]:
         count = max(self.pixels, 1)
@@ -162,27 +158,21 @@ def _one_thread() -> Iterator[None]:
                 torch.set_num_threads(_threads_held[1])
 
 
-#: Values of each layer taken at a time by :func:`_pair_sums`: the n layers' pieces stay in the cache while every
-#: pair is formed (a pass over whole layers per pair, with a fresh temporary each time, was three times slower).
-_BLOCK = 1 << 17
-
-
-def _pair_sums(rows: Tensor, pairs: list[tuple[int, int]], video: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """For each pair ``(i, j)`` of the rows of ``rows`` (``[n, N]``), float64 ``[pairs]``: without ``video``,
-    ``(sum |r_i - r_j|, 0)``; with it (``[N]``), the sums of ``|e|`` and ``e^2`` for ``e = (r_i + r_j) / 2 - video``."""
-    abs_sum, sq_sum = [0.0] * len(pairs), [0.0] * len(pairs)
-    buf = torch.empty(min(_BLOCK, rows.shape[1]), dtype=rows.dtype)
-    for a in range(0, rows.shape[1], _BLOCK):
-        block = rows[:, a:a + _BLOCK]
-        b = buf[:block.shape[1]]
-        for k, (i, j) in enumerate(pairs):
-            if video is None:
-                abs_sum[k] += float(torch.sub(block[i], block[j], out=b).abs_().sum())
-            else:
-                torch.add(block[i], block[j], out=b).div_(2).sub_(video[a:a + _BLOCK])
-                abs_sum[k] += float(b.abs_().sum())
-                sq_sum[k] += float(b.square_().sum())
-    return torch.tensor(abs_sum, dtype=torch.float64), torch.tensor(sq_sum, dtype=torch.float64)
+def _pair_errors(rows: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+    """For every two rows ``i < j`` of ``rows`` (``[n, N]``), with ``e = (r_i + r_j) / 2 - video`` (``video``:
+    ``[N]``), the sums of ``|e|`` and ``e^2``: two float64 ``[n, n]``, filled above the diagonal. Blocked as
+    :func:`~centrifuge.losses.pairwise_abs_sums`."""
+    n, size = rows.shape
+    abs_sum = torch.zeros(n, n, dtype=torch.float64)
+    sq_sum = torch.zeros(n, n, dtype=torch.float64)
+    buf = torch.empty(max(n - 1, 0), min(PAIR_BLOCK, size), dtype=rows.dtype)
+    for a in range(0, size, PAIR_BLOCK):
+        block, target = rows[:, a:a + PAIR_BLOCK], video[a:a + PAIR_BLOCK]
+        for i in range(n - 1):  # row i against every later row at once
+            e = torch.add(block[i + 1:], block[i], out=buf[:n - 1 - i, :block.shape[1]]).mul_(0.5).sub_(target)
+            abs_sum[i, i + 1:] += e.abs_().sum(dim=1)
+            sq_sum[i, i + 1:] += e.square_().sum(dim=1)
+    return abs_sum, sq_sum
 
 
 def sampled(start: int, count: int) -> list[int]:
