@@ -92,6 +92,11 @@ def compare(a: Path, b: Path) -> str:
     keys_same = fa.keys() == fb.keys()
     worst = max(((abs(fa[k] - fb[k]), k) for k in fa.keys() & fb.keys()), default=(0.0, ""))
     lines.append(f"layers.json: same keys {keys_same}; largest figure difference {worst[0]:.4g} ({worst[1]})")
+    by_figure: dict[str, float] = {}  # each figure's largest difference over its slots, pairs and channels
+    for k in fa.keys() & fb.keys():
+        name = re.sub(r"\[\d+\]", "[]", k)
+        by_figure[name] = max(by_figure.get(name, 0.0), abs(fa[k] - fb[k]))
+    lines += [f"  {name}: {d:.4g}" for name, d in sorted(by_figure.items())]
     return "\n".join(lines)
 
 
