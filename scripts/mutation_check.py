@@ -104,8 +104,8 @@ MUTANTS = [
     Mutant("most dissimilar (separate): the most similar pair", SEPARATE,
            'flat = distances.masked_fill(~upper, float("-inf")).flatten(1).argmax(dim=1)',
            'flat = distances.masked_fill(~upper, float("inf")).flatten(1).argmin(dim=1)'),
-    Mutant("most dissimilar (separate): distances of one direction only", SEPARATE,
-           "return d + d.T", "return d"),
+    Mutant("most dissimilar (separate): distances of one direction only", SEPARATE + ("tests/test_losses.py",),
+           "return upper + upper.T", "return upper"),
     # FLOP counts: perf.count_flops and bench
     Mutant("flops: multiply-adds instead of FLOPs", COUNTS,
            "return int(counter.get_total_flops())", "return int(counter.get_total_flops()) // 2"),
