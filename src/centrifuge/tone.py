@@ -36,9 +36,9 @@ class PairwiseGradientCorrelation:
 
     def add(self, layers: torch.Tensor) -> None:
         n = layers.shape[0]
-        for g in _gradients(layers):
-            # In the layers' dtype, one frame and channel at a time (a float32 product over one frame's pixels
-            # is good to about 1e-6), summed over them in float64: three times faster than all in float64.
+        for g in _gradients(layers.to(torch.promote_types(layers.dtype, torch.float32))):
+            # In float32 (or float64 if given), one frame and channel at a time (a float32 product over one
+            # frame's pixels is good to about 1e-6), summed in float64: three times faster than all in float64.
             planes = g.reshape(n, -1, g.shape[-2] * g.shape[-1]).transpose(0, 1)  # [3 T, n, P]
             gram = torch.bmm(planes, planes.transpose(1, 2)).double()  # [3 T, n, n]
             self.gram += gram.unflatten(0, (3, -1)).sum(1).permute(1, 2, 0)
