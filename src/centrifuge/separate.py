@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .errors import CentrifugeError
 from .separation.compose import COMPOSE_BUDGET
 from .separation.output import CONTACT_NAME, LAYER_NAME, PREVIEW_NAME, Output, file_names
-from .separation.previews import write_preview
+from .separation.previews import encoded_recomposition, panel_labels, write_preview
 from .separation.runner import MIN_SIZE, ModelRunner, load_runner
 from .separation.sinks import Sinks
 from .separation.source import Source, open_source
@@ -294,10 +294,14 @@ def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher,
         with timer("finish"):
             sinks.contact.write(output.path(CONTACT_NAME), order, names)
             batch = max(1, COMPOSE_BUDGET // (3 * 3 * src.height * src.width))
-            labels = ["input"] + [f"{Path(names[order.index(k)]).stem} (slot {k})" for k in chosen]
-            meta["recomposition"]["chosen_pair_encoded"] = write_preview(
-                output.path(PREVIEW_NAME), src.rate, src.batches(batch), [output.slot_path(k) for k in chosen],
-                labels, src.width, src.height, batch)
+            files = [output.slot_path(k) for k in chosen]
+            rec = meta["recomposition"]
+            if sinks.preview is not None:  # made by the second pass: only the figure is left
+                rec["chosen_pair_encoded"] = encoded_recomposition(src.batches(batch), files, batch)
+            else:
+                rec["chosen_pair_encoded"] = write_preview(
+                    output.path(PREVIEW_NAME), src.rate, src.batches(batch), files, panel_labels(chosen, order),
+                    src.width, src.height, batch)
     total_s = time.perf_counter() - t_start
     meta["timings"] = {**{f"{k}_s": round(v, 3) for k, v in timer.t.items()},
                        "processing_s": round(t_proc, 3), "total_s": round(total_s, 3),
