@@ -99,3 +99,17 @@ def test_preview_shows_the_input_and_the_chosen_layers(tmp_path, monkeypatch, de
     l1, psnr = _recomposition(video, files)
     assert enc["l1"] == pytest.approx(l1, abs=1e-4) and enc["psnr_db"] == pytest.approx(psnr, abs=1e-3)
     assert torch.isfinite(torch.tensor(psnr))
+
+
+def test_recomposition_figure_is_exact_at_the_extremes():
+    """Errors up to 2 x 255 (white layers over a black input) and random ones, against float64 sums."""
+    rng = np.random.default_rng(2)
+    video = rng.integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
+    video[0] = 0
+    layers = [rng.integers(0, 256, video.shape, dtype=np.uint8) for _ in range(2)]
+    layers[0][0] = layers[1][0] = 255
+    rec = previews._Recomposition(2)
+    rec.add(video[:2], [f[:2] for f in layers])
+    rec.add(video[2:], [f[2:] for f in layers])
+    l1, psnr = _recomposition(video, layers)
+    assert rec.quality() == {"l1": round(l1, 4), "psnr_db": round(psnr, 3)}

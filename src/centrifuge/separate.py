@@ -15,10 +15,13 @@ them in this order (one pass over the video, and a second over the input for the
    sheet's thumbnails (``previews``) and, for a result kept in memory, the layers themselves. With files and
    ``layers="best2"`` (the default) the composition is deferred: every slot is kept at the inference size
    (``store``), only the frames the statistics read are composed, and after the last window the two most
-   dissimilar slots over the whole video are composed and encoded in a second pass over the input.
-7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` and
-   ``preview.mp4`` (input and the chosen layers side by side, re-read from the files just written) are made,
-   and ``layers.json`` (``stats``) records everything.
+   dissimilar slots over the whole video are composed and encoded in a second pass over the input, which
+   also makes ``preview.mp4`` (``previews``: the input and the chosen layers side by side, from the frames
+   handed to the layer files' encoder).
+7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` is made, the
+   layer files are decoded against the input once more for ``chosen_pair_encoded`` (and, on the direct way,
+   where the pair is known only now, ``preview.mp4`` is made from that reading), and ``layers.json``
+   (``stats``) records everything.
 8. **Publish** (``output``): all files at once, ``layers.json`` last.
 """
 

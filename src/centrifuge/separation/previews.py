@@ -156,14 +156,19 @@ class _Recomposition:
         self.k, self.abs_sum, self.sq_sum, self.pixels = k, 0, 0, 0
 
     def add(self, video: np.ndarray, layers: list[np.ndarray]) -> None:
-        # The layers' mean minus the input, in units of 1/k level: integers, summed exactly.
-        err = layers[0].astype(np.int32)
+        # The layers' mean minus the input, in units of 1/k level: integers, summed exactly. int16 holds them
+        # for k <= 128 (the pair: k = 2); einsum squares and sums in int64 without a temporary (with the int16
+        # arithmetic 3-4x less CPU than int32 arrays and np.square).
+        assert self.k <= 128
+        err = layers[0].astype(np.int16)
         for layer in layers[1:]:
             err += layer
-        err -= self.k * video.astype(np.int32)
-        self.abs_sum += int(np.abs(err).sum(dtype=np.int64))
-        self.sq_sum += int(np.square(err).sum(dtype=np.int64))
-        self.pixels += err.size // 3
+        for _ in layers:
+            err -= video
+        flat = err.reshape(-1)
+        self.abs_sum += int(np.abs(flat).sum(dtype=np.int64))
+        self.sq_sum += int(np.einsum("i,i->", flat, flat, dtype=np.int64))
+        self.pixels += flat.size // 3
 
     def quality(self) -> dict[str, float]:
         return quality(self.abs_sum / 3, self.sq_sum / 3, self.pixels, scale=1 / self.k)
