@@ -142,6 +142,10 @@ class PreviewVideo:
             out[:, _LABEL_H:, i * self.pw:(i + 1) * self.pw] = _fit(f[:c], self.ph, self.pw)
         self.writer.write(out)
 
+    def close(self) -> None:
+        """Flush the encoder and move the file into place."""
+        self.writer.close()
+
     def __enter__(self) -> PreviewVideo:
         return self
 

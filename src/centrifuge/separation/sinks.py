@@ -143,7 +143,7 @@ class Sinks:
                 self.files.close()
         if self.preview is not None:
             with self.timer("finish"):
-                self.preview.writer.close()
+                self.preview.close()
 
     def _second_pass(self, store: LowResStore) -> None:
         """Decode the input again; compose the chosen pair from the store, encode it and its preview."""
