@@ -12,8 +12,8 @@ statistics) moves thumbnails by several levels and figures by far more than thes
 
 Frames are summarised as they are handed to the encoder: x264 spreads its work over threads and its bits then
 vary from run to run, so the inputs here are written losslessly (their decoded frames do not vary), and what
-is made from decoded outputs (``chosen_pair_encoded``, ``preview.mp4``) is compared to within
-:data:`ENCODED` (the figures) or by its shape (the preview). Every run uses ``precision="fp32"``: ``auto``
+is made from decoded outputs (``chosen_pair_encoded``) or is x264's output itself (``preview.mp4``) is compared
+to within :data:`ENCODED` (the figures) or by its shape (the preview). Every run uses ``precision="fp32"``: ``auto``
 picks bf16 on some CPUs only.
 
 Re-record only for an intended change of behaviour, from the repository root with the package importable::
@@ -148,7 +148,7 @@ def _contact(path: Path) -> dict[str, Any]:
 def _separate_outputs(out: Path, encoded: _EncodedFrames) -> dict[str, Any]:
     got: dict[str, Any] = {}
     for path in sorted(out.iterdir()):
-        if path.name == "preview.mp4":  # made from the decoded layers, which vary with x264's threads
+        if path.name == "preview.mp4":  # x264's own output (the preview's), which varies with its threads
             got[path.name] = {"frames": list(read_video(path).shape)}
         elif path.suffix == ".mp4":
             got[path.name] = {"frames": list(read_video(path).shape), "encoded": encoded.of(path)}

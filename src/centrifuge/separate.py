@@ -15,10 +15,13 @@ them in this order (one pass over the video, and a second over the input for the
    sheet's thumbnails (``previews``) and, for a result kept in memory, the layers themselves. With files and
    ``layers="best2"`` (the default) the composition is deferred: every slot is kept at the inference size
    (``store``), only the frames the statistics read are composed, and after the last window the two most
-   dissimilar slots over the whole video are composed and encoded in a second pass over the input.
-7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` and
-   ``preview.mp4`` (input and the chosen layers side by side, re-read from the files just written) are made,
-   and ``layers.json`` (``stats``) records everything.
+   dissimilar slots over the whole video are composed and encoded in a second pass over the input, which
+   also makes ``preview.mp4`` (``previews``: the input and the chosen layers side by side, from the frames
+   handed to the layer files' encoder).
+7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` is made, the
+   layer files are decoded against the input once more for ``chosen_pair_encoded`` (and, on the direct way,
+   where the pair is known only now, ``preview.mp4`` is made from that reading), and ``layers.json``
+   (``stats``) records everything.
 8. **Publish** (``output``): all files at once, ``layers.json`` last.
 """
 
@@ -40,7 +43,7 @@ from torch import Tensor, nn
 from .errors import CentrifugeError
 from .separation.compose import COMPOSE_BUDGET
 from .separation.output import CONTACT_NAME, LAYER_NAME, PREVIEW_NAME, Output, file_names
-from .separation.previews import write_preview
+from .separation.previews import encoded_recomposition, panel_labels, write_preview
 from .separation.runner import MIN_SIZE, ModelRunner, load_runner
 from .separation.sinks import Sinks
 from .separation.source import Source, open_source
@@ -294,10 +297,14 @@ def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher,
         with timer("finish"):
             sinks.contact.write(output.path(CONTACT_NAME), order, names)
             batch = max(1, COMPOSE_BUDGET // (3 * 3 * src.height * src.width))
-            labels = ["input"] + [f"{Path(names[order.index(k)]).stem} (slot {k})" for k in chosen]
-            meta["recomposition"]["chosen_pair_encoded"] = write_preview(
-                output.path(PREVIEW_NAME), src.rate, src.batches(batch), [output.slot_path(k) for k in chosen],
-                labels, src.width, src.height, batch)
+            files = [output.slot_path(k) for k in chosen]
+            rec = meta["recomposition"]
+            if sinks.preview is not None:  # made by the second pass: only the figure is left
+                rec["chosen_pair_encoded"] = encoded_recomposition(src.batches(batch), files, batch)
+            else:
+                rec["chosen_pair_encoded"] = write_preview(
+                    output.path(PREVIEW_NAME), src.rate, src.batches(batch), files, panel_labels(chosen, order),
+                    src.width, src.height, batch)
     total_s = time.perf_counter() - t_start
     meta["timings"] = {**{f"{k}_s": round(v, 3) for k, v in timer.t.items()},
                        "processing_s": round(t_proc, 3), "total_s": round(total_s, 3),

@@ -1,5 +1,15 @@
 """Previews: the contact sheet (sampled frames: input | layers) and the preview video (input and the chosen
-layers side by side, re-read from the files just written, each panel labelled)."""
+layers side by side, each panel labelled), and the recomposition figure of the written files.
+
+What the preview's layer panels show: with the default deferred composition (``sinks``) the pair is chosen
+before its layers are composed, so the preview is made in the same pass as the layer files, from the very
+frames handed to their encoder; the files differ from those by their own H.264 coding error (CRF 18), below
+what the preview's own encoding (CRF 18 again) keeps. Reading the files back instead would cost a third
+decoding of the input and two of the files, and show the layers coded twice. Where the pair is known only
+after every slot's file is written (the direct way: ``--layers all``, tiles, two-slot models, no room for the
+store), the preview is made from the files, decoded, as before. ``chosen_pair_encoded`` is always the files
+themselves, decoded, against the input (:func:`encoded_recomposition`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ..frames import resize, to_model, to_uint8
 from ..video import iter_frames
 from ..video_writer import VideoWriter
-from .output import CRF, X264_PRESET
+from .output import CRF, LAYER_NAME, X264_PRESET
 from .stats import quality
 
-__all__ = ["ContactSheet", "thumbnail", "write_contact_sheet", "write_preview"]
+__all__ = ["ContactSheet", "PreviewVideo", "encoded_recomposition", "panel_labels", "thumbnail",
+           "write_contact_sheet", "write_preview"]
 
 _CONTACT_ROWS = 4
 _CONTACT_CELL_H = 128
@@ -79,38 +91,118 @@ class ContactSheet:
             write_contact_sheet(path, rows, ["input"] + [Path(name).stem for name in names])
 
 
-def _panels(frames: list[np.ndarray], ph: int, pw: int) -> np.ndarray:
-    """``uint8 [c, H, W, 3]`` frames side by side, each resized to ``ph`` x ``pw`` (bilinear)."""
-    if frames[0].shape[1:3] == (ph, pw):
-        return np.concatenate(frames, axis=2)
-    return np.concatenate([to_uint8(resize(to_model(f), (ph, pw)).clamp_(-1, 1)) for f in frames], axis=2)
+def panel_labels(chosen: tuple[int, int] | list[int], order: list[int]) -> list[str]:
+    """The preview's labels: the input, then each chosen slot's layer file (``order``: the slot of each file)."""
+    return ["input"] + [f"{Path(LAYER_NAME.format(order.index(k))).stem} (slot {k})" for k in chosen]
+
+
+def _fit(frames: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """``uint8 [c, H, W, 3]`` frames resized to ``ph`` x ``pw`` (bilinear, antialiased when shrinking).
+
+    Resized in uint8 as channels-last images (torch's integer path: 10-20x faster than through float planes,
+    within one level of it); the result is a ``[c, ph, pw, 3]`` view."""
+    if frames.shape[1:3] == (ph, pw):
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    shrink = ph < frames.shape[1] or pw < frames.shape[2]
+    y = F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=False, antialias=shrink)
+    return y.permute(0, 2, 3, 1).numpy()
+
+
+class PreviewVideo:
+    """``preview.mp4``: the input and the chosen layers side by side, each panel under its label.
+
+    Panels fit 640x360; small videos are enlarged (at most 4x) so that the labels fit. A context manager (the
+    file is published on a clean exit, dropped on an error, as :class:`VideoWriter`'s). As a sink it takes the
+    composed frames of the chosen slots (``chosen``), those handed to the layer files' encoder.
+    """
+
+    def __init__(self, path: Path, fps: float, labels: list[str], width: int, height: int,
+                 chosen: list[int] | None = None):
+        scale = min(4.0, _PREVIEW_MAX_H / height, _PREVIEW_MAX_W / width)
+        self.pw, self.ph = max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
+        self.header = np.concatenate([_label(name, self.pw) for name in labels], axis=1)
+        self.chosen = chosen
+        self.writer = VideoWriter(path, fps, self.pw * len(labels), self.ph + _LABEL_H, crf=CRF,
+                                  preset=X264_PRESET)
+
+    def add(self, start: int, video: np.ndarray, layers: np.ndarray, slots: list[int]) -> None:
+        """The sink: ``video`` (the input) and ``layers`` (``[k, c, H, W, 3]`` of ``slots``, the chosen among
+        them)."""
+        assert self.chosen is not None
+        self.write([video, *(layers[slots.index(k)] for k in self.chosen)])
+
+    def write(self, frames: list[np.ndarray]) -> None:
+        """One panel per array of ``uint8 [c, H, W, 3]`` frames (the first ``c`` of each), in label order."""
+        c = min(len(f) for f in frames)
+        # One buffer per batch, the header written once into it: each panel is copied once.
+        out = np.empty((c, _LABEL_H + self.ph, self.header.shape[1], 3), np.uint8)
+        out[:, :_LABEL_H] = self.header
+        for i, f in enumerate(frames):
+            out[:, _LABEL_H:, i * self.pw:(i + 1) * self.pw] = _fit(f[:c], self.ph, self.pw)
+        self.writer.write(out)
+
+    def close(self) -> None:
+        """Flush the encoder and move the file into place."""
+        self.writer.close()
+
+    def __enter__(self) -> PreviewVideo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class _Recomposition:
+    """How well the mean of ``k`` uint8 layers recomposes the input, summed exactly in integers."""
+
+    def __init__(self, k: int):
+        self.k, self.abs_sum, self.sq_sum, self.pixels = k, 0, 0, 0
+
+    def add(self, video: np.ndarray, layers: list[np.ndarray]) -> None:
+        # The layers' mean minus the input, in units of 1/k level: integers, summed exactly. int16 holds them
+        # for k <= 128 (the pair: k = 2); einsum squares and sums in int64 without a temporary (with the int16
+        # arithmetic 3-4x less CPU than int32 arrays and np.square).
+        assert self.k <= 128
+        err = layers[0].astype(np.int16)
+        for layer in layers[1:]:
+            err += layer
+        for _ in layers:
+            err -= video
+        flat = err.reshape(-1)
+        self.abs_sum += int(np.abs(flat).sum(dtype=np.int64))
+        self.sq_sum += int(np.einsum("i,i->", flat, flat, dtype=np.int64))
+        self.pixels += flat.size // 3
+
+    def quality(self) -> dict[str, float]:
+        return quality(self.abs_sum / 3, self.sq_sum / 3, self.pixels, scale=1 / self.k)
+
+
+def _decoded(inputs: Iterator[np.ndarray], layer_files: list[Path], batch: int) -> Iterator[list[np.ndarray]]:
+    """The input's batches beside the same frames of the layer files, decoded (``[input, *layers]``)."""
+    streams = [inputs] + [iter_frames(p, batch=batch) for p in layer_files]
+    for batches in zip(*streams, strict=False):
+        c = min(len(b) for b in batches)
+        yield [b[:c] for b in batches]
+
+
+def encoded_recomposition(inputs: Iterator[np.ndarray], layer_files: list[Path], batch: int) -> dict[str, float]:
+    """``layers.json``'s ``chosen_pair_encoded``: how well the mean of the layer files, decoded, recomposes the
+    input (``inputs``: the input's frames again, ``batch`` at a time; see :func:`.stats.quality`)."""
+    rec = _Recomposition(len(layer_files))
+    for x in _decoded(inputs, layer_files, batch):
+        rec.add(x[0], x[1:])
+    return rec.quality()
 
 
 def write_preview(path: Path, fps: float, inputs: Iterator[np.ndarray], layer_files: list[Path],
-                  names: list[str], width: int, height: int, batch: int) -> dict[str, float]:
-    """Input and chosen layers side by side (re-read from the encoded files), each panel with a label.
-
-    Returns how well the mean of the decoded layers recomposes the input (see :func:`.stats.quality`).
-    """
-    # Fit 640x360 per panel; small videos are enlarged (at most 4x) so that the labels fit.
-    scale = min(4.0, _PREVIEW_MAX_H / height, _PREVIEW_MAX_W / width)
-    pw, ph = max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
-    header = np.concatenate([_label(name, pw) for name in names], axis=1)
-    streams = [inputs] + [iter_frames(p, batch=batch) for p in layer_files]
-    k = len(layer_files)
-    abs_sum = sq_sum = pixels = 0
-    with VideoWriter(path, fps, pw * len(names), ph + _LABEL_H, crf=CRF, preset=X264_PRESET) as writer:
-        for batches in zip(*streams, strict=False):
-            c = min(len(b) for b in batches)
-            x = [b[:c] for b in batches]
-            # The layers' mean minus the input, in units of 1/k level: integers, summed exactly.
-            err = x[1].astype(np.int32)
-            for layer in x[2:]:
-                err += layer
-            err -= k * x[0].astype(np.int32)
-            abs_sum += int(np.abs(err).sum(dtype=np.int64))
-            sq_sum += int(np.square(err).sum(dtype=np.int64))
-            pixels += err.size // 3
-            frames = _panels(x, ph, pw)
-            writer.write(np.concatenate([np.broadcast_to(header, (c, *header.shape)), frames], axis=1))
-    return quality(abs_sum / 3, sq_sum / 3, pixels, scale=1 / k)
+                  labels: list[str], width: int, height: int, batch: int) -> dict[str, float]:
+    """The preview of the files written (the direct way, where the pair is known only once every slot's file
+    is written): the input and the layer files, decoded, side by side; returns :func:`encoded_recomposition`'s
+    figure, summed on the same reading."""
+    rec = _Recomposition(len(layer_files))
+    with PreviewVideo(path, fps, labels, width, height) as preview:
+        for x in _decoded(inputs, layer_files, batch):
+            rec.add(x[0], x[1:])
+            preview.write(x)
+    return rec.quality()

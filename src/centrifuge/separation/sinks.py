@@ -8,7 +8,8 @@ Two ways through, the same outputs (to within a level of rounding):
   slots, tiles): every slot is composed and delivered as its frames are final;
 * **deferred** (``--layers best2`` with files, the default): the first pass keeps every slot at the inference
   size (``store``) and composes at full resolution only the frames the statistics read; once the pair is
-  chosen, a second pass decodes the input again and composes and encodes only the chosen two slots.
+  chosen, a second pass decodes the input again and composes and encodes only the chosen two slots, and makes
+  ``preview.mp4`` from the same frames (``previews``: input | chosen layers).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from torch import Tensor
 
 from ..errors import CentrifugeError
 from .compose import COMPOSE_BUDGET, compose, compose_uint8
-from .output import LayerFiles, Output
-from .previews import ContactSheet
+from .output import PREVIEW_NAME, LayerFiles, Output
+from .previews import ContactSheet, PreviewVideo, panel_labels
 from .runner import Geometry
 from .source import Source
 from .stats import Stats, most_dissimilar, sampled
@@ -65,6 +66,7 @@ class Sinks:
         self.contact = ContactSheet(source.frames_expected) if output is not None else None
         self.kept = Kept() if source.array is not None or output is None else None
         self.store: LowResStore | None = None
+        self.preview: PreviewVideo | None = None  # made here only by the second pass
         self.done = 0
 
     def _open(self, n: int) -> None:
@@ -115,7 +117,7 @@ class Sinks:
     def _deliver(self, low: Tensor, inputs_low: Tensor, frames: list[np.ndarray] | np.ndarray, start: int,
                  slots: list[int]) -> None:
         """Compose the frames of ``low`` (the layers of ``slots``) as written and hand them to the sinks."""
-        sinks: list[_Sink] = [s for s in (self.files, self.contact, self.kept) if s is not None]
+        sinks: list[_Sink] = [s for s in (self.files, self.contact, self.kept, self.preview) if s is not None]
         pieces = compose_uint8(low, frames, start, self.geometry, self.detail, inputs_low)
         while True:
             with self.timer("compose"):
@@ -123,22 +125,34 @@ class Sinks:
             if piece is None:
                 break
             for sink in sinks:
-                with self.timer("encode") if sink is self.files else contextlib.nullcontext():
+                with self._timed(sink):
                     sink.add(*piece, slots)
 
+    def _timed(self, sink: _Sink) -> contextlib.AbstractContextManager[None]:
+        """The layer files count as ``encode``, the preview as ``finish`` (as when it was made at the end)."""
+        if sink is self.files:
+            return self.timer("encode")
+        return self.timer("finish") if sink is self.preview else contextlib.nullcontext()
+
     def close(self) -> None:
-        """After the last chunk: the second pass (deferred), then the layer files closed."""
+        """After the last chunk: the second pass (deferred), then the layer files and the preview closed."""
         if self.store is not None:
             self._second_pass(self.store)
         if self.files is not None:
             with self.timer("encode"):
                 self.files.close()
+        if self.preview is not None:
+            with self.timer("finish"):
+                self.preview.close()
 
     def _second_pass(self, store: LowResStore) -> None:
-        """Decode the input again; compose and encode the chosen pair from the store."""
-        assert self.stats is not None
+        """Decode the input again; compose the chosen pair from the store, encode it and its preview."""
+        assert self.stats is not None and self.output is not None
         slots = list(most_dissimilar(self.stats.distances()))
         self.files = self._layer_files(slots)
+        src = self.source
+        self.preview = self.stack.enter_context(PreviewVideo(
+            self.output.path(PREVIEW_NAME), src.rate, panel_labels(slots, slots), src.width, src.height, slots))
         width, height = self.geometry.full
         batches = self.source.batches(max(1, COMPOSE_BUDGET // (len(slots) * 3 * height * width)))
         start = 0
