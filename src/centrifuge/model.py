@@ -422,6 +422,8 @@ class UNetDecoder(nn.Module):
             c, stride = stage.out_channels, skip_stride
         self.head = nn.Conv3d(c, out_channels, 1, bias=True)
         self.out_channels = out_channels
+        #: The output's dtype (None: the features'); inference sets float32 on a bf16/fp16 network's last head.
+        self.out_dtype: torch.dtype | None = None
         _init_weights(self)
         # Start near zero (grey): the first updates then shape the output instead of fighting noise.
         nn.init.normal_(self.head.weight, std=1e-3)
@@ -433,7 +435,7 @@ class UNetDecoder(nn.Module):
         y = endpoints[self.final_endpoint]
         for name, stage in self.stages.items():
             y = stage(y, x if name == "input" else endpoints[name])
-        return pointwise_conv(self.head, y, residual)
+        return pointwise_conv(self.head, y, residual, self.out_dtype)
 
 
 class Predictor(nn.Module):
