@@ -105,6 +105,20 @@ def test_pointwise_conv_at_inference_writes_the_final_layers_in_float32_and_the_
     torch.testing.assert_close(stock.double(), exact, rtol=2**-7, atol=2**-6)
 
 
+def test_pointwise_conv_under_autocast_is_the_stock_head() -> None:
+    """Mixed-precision training and validation: the stock operators, their dtype promotion included (a bf16
+    convolution plus a float32 residual is float32)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 12, 1)
+    x = torch.randn(2, 4, 3, 5, 6).bfloat16().to(memory_format=CL)
+    r = torch.randn(2, 3, 3, 5, 6).to(memory_format=CL)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pointwise_conv(conv, x, r)
+        stock = (conv(x).unflatten(1, (4, 3)) + r[:, None]).flatten(1, 2)
+    assert y.dtype == stock.dtype == torch.float32
+    assert torch.equal(y, stock)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("corrector", [False, True])
 def test_a_prepared_network_hands_on_its_layers_in_the_standard_layout(monkeypatch: pytest.MonkeyPatch,

@@ -147,13 +147,14 @@ def pointwise_conv(conv: nn.Conv3d, x: Tensor, residual: Tensor | None = None,
             and not torch.is_autocast_enabled(x.device.type)
             and conv.groups == 1 and conv.kernel_size == (1, 1, 1) and conv.stride == (1, 1, 1)
             and (residual is None or residual.shape[2:] == x.shape[2:]))
-    dtype = out_dtype or x.dtype
     if not fast:
         out = conv(x)
         if residual is not None:
             r = residual.shape[1]
             out = (out.unflatten(1, (-1, r)) + residual[:, None]).flatten(1, 2)
-        return out.to(dtype)
+        # Under autocast the sum's dtype is the promotion of the convolution's and the residual's: keep it.
+        return out if out_dtype is None else out.to(out_dtype)
+    dtype = out_dtype or x.dtype
     b, c, t, h, w = x.shape
     weights, inputs = [conv.weight.view(-1, c)], [x]
     if residual is not None:
