@@ -75,11 +75,13 @@ def main() -> None:
         for r in range(args.rounds):
             for precision in args.precisions:
                 for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
-                    cmd = [sys.executable, __file__, str(args.clip), "--calls", str(args.calls),
-                           "--worker", precision, f"{tmp}/{name}-{precision}.pt"]
+                    cmd = [sys.executable, __file__, str(args.clip), "--before", str(trees[name]), "--calls",
+                           str(args.calls), "--worker", precision, f"{tmp}/{name}-{precision}.pt"]
                     env = {**os.environ, "PYTHONPATH": str(trees[name])}
-                    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-                    runs.setdefault((precision, name), []).append(json.loads(out.strip().splitlines()[-1]))
+                    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        raise SystemExit(f"{trees[name]}: the model call failed:\n{done.stderr[-2000:]}")
+                    runs.setdefault((precision, name), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
                     print(f"round {r + 1} {precision} {name}: model {runs[(precision, name)][-1]['model']}",
                           file=sys.stderr, flush=True)
         print(f"clip: {args.clip.name}, {args.rounds} rounds x {args.calls} calls, "
