@@ -422,7 +422,8 @@ class UNetDecoder(nn.Module):
             c, stride = stage.out_channels, skip_stride
         self.head = nn.Conv3d(c, out_channels, 1, bias=True)
         self.out_channels = out_channels
-        #: The output's dtype (None: the features'); inference sets float32 on a bf16/fp16 network's last head.
+        #: The output's dtype (None: the features'). prepare_for_inference sets float32 on the decoder that writes
+        #: the final layers: its head then writes them in the standard layout (thin_layers.pointwise_conv).
         self.out_dtype: torch.dtype | None = None
         _init_weights(self)
         # Start near zero (grey): the first updates then shape the output instead of fighting noise.
