@@ -87,8 +87,67 @@ def test_pointwise_conv_matches_the_convolution_and_the_residual_add(bias: bool,
     _assert_same_gradients(conv, ref, x, x_ref, rtol=1e-12)
 
 
+def test_pointwise_conv_at_inference_writes_the_final_layers_in_float32_and_the_standard_layout() -> None:
+    """Without autograd: a bf16 head asked for float32 computes in float32 from its bf16 inputs; without
+    ``out_dtype`` (a PredictorCorrector's intermediate layers) it stays the stock channels-last convolution."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 12, 1).bfloat16()
+    x = torch.randn(2, 4, 3, 5, 6).bfloat16().to(memory_format=CL)
+    r = torch.randn(2, 3, 3, 5, 6).bfloat16().to(memory_format=CL)
+    exact = F.conv3d(x.double(), conv.weight.double(), conv.bias.double())
+    exact = (exact.unflatten(1, (4, 3)) + r.double()[:, None]).flatten(1, 2)
+    with torch.inference_mode():
+        y = pointwise_conv(conv, x, r, torch.float32)
+        stock = pointwise_conv(conv, x, r)
+    assert y.dtype == torch.float32 and y.is_contiguous()
+    torch.testing.assert_close(y.double(), exact, rtol=1e-6, atol=1e-6)  # float32 rounding only
+    assert stock.dtype == torch.bfloat16 and not stock.is_contiguous()
+    torch.testing.assert_close(stock.double(), exact, rtol=2**-7, atol=2**-6)
+
+
+def test_pointwise_conv_under_autocast_is_the_stock_head() -> None:
+    """Mixed-precision training and validation: the stock operators, their dtype promotion included (a bf16
+    convolution plus a float32 residual is float32)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 12, 1)
+    x = torch.randn(2, 4, 3, 5, 6).bfloat16().to(memory_format=CL)
+    r = torch.randn(2, 3, 3, 5, 6).to(memory_format=CL)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pointwise_conv(conv, x, r)
+        stock = (conv(x).unflatten(1, (4, 3)) + r[:, None]).flatten(1, 2)
+    assert y.dtype == stock.dtype == torch.float32
+    assert torch.equal(y, stock)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("corrector", [False, True])
+def test_a_prepared_network_hands_on_its_layers_in_the_standard_layout(monkeypatch: pytest.MonkeyPatch,
+                                                                       precision: str, corrector: bool) -> None:
+    """What ``separate`` runs: float32 layers, contiguous, equal to the stock head's (a channels-last
+    convolution, the residual add, then the conversion) to the precision's rounding."""
+    import centrifuge.thin_layers as thin_layers
+    from centrifuge.inference import prepare_for_inference
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layers=3, width=0.125, residual=True, corrector=corrector)).eval()
+    for m in model.modules():
+        if isinstance(m, model_module.UNetDecoder):  # the head starts near zero: make it count
+            torch.nn.init.normal_(m.head.weight, std=0.3)
+    fast = prepare_for_inference(model, "cpu", precision)
+    x = torch.rand(1, 3, 5, 24, 40) * 2 - 1
+    y = fast(x, output_dtype=None)
+    assert y.dtype == torch.float32 and y.is_contiguous() and y.shape == (1, 3, 3, 5, 24, 40)
+    monkeypatch.setattr(thin_layers, "_channels_last", lambda t: False)  # every head takes the stock path
+    stock = fast(x, output_dtype=None)
+    # bf16: the stock head rounds twice (convolution, residual add), the new one not at all
+    tol = 1e-5 if precision == "fp32" else 2**-6 * float(stock.abs().max())
+    torch.testing.assert_close(y, stock, rtol=0, atol=tol)
+
+
 def _stock_layers(monkeypatch: pytest.MonkeyPatch) -> None:
-    def stock_head(conv: torch.nn.Conv3d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def stock_head(conv: torch.nn.Conv3d, x: torch.Tensor, residual: torch.Tensor | None = None,
+                   out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        assert out_dtype is None  # training never asks for another dtype
         y = conv(x)
         return y if residual is None else (y.unflatten(1, (-1, 3)) + residual[:, None]).flatten(1, 2)
 

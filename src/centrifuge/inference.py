@@ -22,6 +22,10 @@ Why each step (measured figures in ``docs/performance.md``):
 * CPU kernels: the convolution units run as single oneDNN calls with weights packed once and the ReLU fused
   (:class:`OneDNNUnit3D`), and :class:`CpuKernels` keeps PyTorch off its slow fallbacks for batch-1 3D
   convolutions, pooling, upsampling and padding (each result is the same as the stock operator's).
+* The layers leave the network in float32 and the standard (contiguous) layout, not channels-last: the last
+  head is one matrix product with the bias and the residual in it (:func:`centrifuge.thin_layers.pointwise_conv`),
+  computed in float32 also by a bf16/fp16 network, so the output needs neither a residual pass nor a
+  conversion. What reads the layers next (stitching, the store, statistics) reads this layout fastest.
 """
 
 from __future__ import annotations
@@ -309,6 +313,17 @@ def use_onednn_units(model: nn.Module) -> int:
     return count
 
 
+def _last_decoder(net: nn.Module) -> nn.Module | None:
+    """The decoder whose head writes ``net``'s final layers: a Predictor's, or a PredictorCorrector's last
+    corrector's (whose correction is added to the layers before it); None for other networks."""
+    from .model import UNetDecoder
+
+    correctors = getattr(net, "correctors", None)
+    last = correctors[-1] if isinstance(correctors, nn.ModuleList) and len(correctors) else net
+    decoder = getattr(last, "decoder", None)
+    return decoder if isinstance(decoder, UNetDecoder) else None
+
+
 class InferenceModel(nn.Module):
     """A network prepared by :func:`prepare_for_inference`; call it like the original model.
 
@@ -339,9 +354,13 @@ class InferenceModel(nn.Module):
         return x.to(device=self.device, dtype=self.input_dtype, memory_format=self.memory_format, non_blocking=True)
 
     def forward(self, x: Tensor, output_dtype: torch.dtype | None = torch.float32) -> Tensor:
-        """Run on ``x`` ``[B, 3, T, H, W]``; the output is cast to ``output_dtype`` (None: keep)."""
+        """Run on ``x`` ``[B, 3, T, H, W]``; the output is in the standard layout, cast to ``output_dtype``
+        (None: keep, which is float32 for a Predictor or PredictorCorrector: their last head writes float32)."""
         with self.context():
             y = self.compiled(self.convert_input(x))
+            # A no-op for a Predictor's layers (its head writes this layout); a copy for a PredictorCorrector's
+            # (its final sum takes the channels-last layout of the predictor's layers).
+            y = y.contiguous()
             return y if output_dtype is None else y.to(output_dtype)
 
 
@@ -380,5 +399,8 @@ def prepare_for_inference(model: nn.Module, device: str | torch.device = "cpu", 
         net.to(memory_format=torch.channels_last_3d)
     if fuse and cpu_kernels and not compile and device.type == "cpu" and onednn_available():
         use_onednn_units(net)
+    last = _last_decoder(net)
+    if last is not None:  # the final layers in float32 and the standard layout, from the head itself
+        last.out_dtype = torch.float32
     # With BN left in, weights stay fp32 and autocast (in InferenceModel.forward) lowers the convolutions.
     return InferenceModel(net, device, dtype, channels_last, compile, cast, cpu_kernels)

@@ -422,6 +422,9 @@ class UNetDecoder(nn.Module):
             c, stride = stage.out_channels, skip_stride
         self.head = nn.Conv3d(c, out_channels, 1, bias=True)
         self.out_channels = out_channels
+        #: The output's dtype (None: the features'). prepare_for_inference sets float32 on the decoder that writes
+        #: the final layers: its head then writes them in the standard layout (thin_layers.pointwise_conv).
+        self.out_dtype: torch.dtype | None = None
         _init_weights(self)
         # Start near zero (grey): the first updates then shape the output instead of fighting noise.
         nn.init.normal_(self.head.weight, std=1e-3)
@@ -433,7 +436,7 @@ class UNetDecoder(nn.Module):
         y = endpoints[self.final_endpoint]
         for name, stage in self.stages.items():
             y = stage(y, x if name == "input" else endpoints[name])
-        return pointwise_conv(self.head, y, residual)
+        return pointwise_conv(self.head, y, residual, self.out_dtype)
 
 
 class Predictor(nn.Module):

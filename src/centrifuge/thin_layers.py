@@ -1,4 +1,4 @@
-"""Training kernels for the decoder's thin full-resolution layers, in the channels-last layout.
+"""Kernels for the decoder's thin full-resolution layers, in the channels-last layout.
 
 The decoder's last stage works on the whole clip with 4-8 channels (``cpu-small``: ``[8, 4, 16, 96, 96]``),
 and its head writes ``3n`` channels there. These layers are a few percent of the FLOPs, but PyTorch's CPU
@@ -7,9 +7,10 @@ over channels (4 of 16 lanes busy), and a 1x1x1 convolution's channels-last outp
 over the ``[B, n, 3, T, H, W]`` layers (the residual add, the loss, their backward) a strided one. On a
 2-core CPU they took about half of a ``cpu-small`` training step (docs/performance.md). The two functions
 here compute the same thing in a layout that suits it; they differ from the stock operators in rounding
-only (``tests/test_thin_layers.py``). Both run only while autograd records (training); inference keeps the
-stock operators. The BatchNorm path is for CPUs, fp32/fp64 and eager mode (Inductor fuses BatchNorm
-itself); the head's path runs wherever the features are channels-last and autocast is off.
+only (``tests/test_thin_layers.py``). The BatchNorm path runs only while autograd records (training; inference
+folds BatchNorm away), on CPUs, fp32/fp64 and eager mode (Inductor fuses BatchNorm itself); the head's path runs
+wherever the features are channels-last and autocast is off, in training and for a network's final layers at
+inference, which then leave the network in the standard layout.
 """
 
 from __future__ import annotations
@@ -123,26 +124,37 @@ def _tiled_identity(out_channels: int, channels: int, like: Tensor) -> Tensor:
     return (o % channels == torch.arange(channels, device=like.device)).to(like.dtype)
 
 
-def pointwise_conv(conv: nn.Conv3d, x: Tensor, residual: Tensor | None = None) -> Tensor:
+def pointwise_conv(conv: nn.Conv3d, x: Tensor, residual: Tensor | None = None,
+                   out_dtype: torch.dtype | None = None) -> Tensor:
     """``conv(x)`` for a 1x1x1 ``conv``, plus ``residual`` (``[B, r, T, H, W]``) added to each group of ``r``
-    output channels when given.
+    output channels when given. ``out_dtype`` marks the network's final layers at inference (set by
+    :func:`centrifuge.inference.prepare_for_inference`): they are returned in that dtype, in the standard layout.
 
-    Where ``x`` is channels-last and autograd records (training), it is one batched matrix product whose
-    result is in the standard layout: ``[W | tiled identity | bias] @ [x | residual | 1]`` per voxel. The
-    stock convolution would write a channels-last result that every later pass over the ``[B, n, 3, T, H,
-    W]`` layers (the loss, its backward) reads with a stride of ``C_out``, and the bias and the residual
-    would each be one more pass over that whole tensor.
+    Where ``x`` is channels-last, autocast is off, and autograd records (training) or ``out_dtype`` is given,
+    it is one batched matrix product whose result is in the standard layout: ``[W | tiled identity | bias] @
+    [x | residual | 1]`` per voxel. The stock convolution would write a channels-last result that every later
+    pass over the ``[B, n, 3, T, H, W]`` layers (the loss and its backward in training; stitching, the store
+    and the statistics in separation) reads with a stride of ``C_out``, and the bias and the residual would
+    each be one more pass over that whole tensor (at inference, the strided residual add was the packaged
+    model's slowest operator after the convolutions: docs/performance.md). At inference the product runs in
+    ``out_dtype``: a bf16 network's layers are computed in float32 from its bf16 features, rounded once
+    instead of three times (convolution, residual add, conversion) and written once. Other heads at
+    inference (a PredictorCorrector's intermediate layers, which its corrector's convolutions read) keep the
+    stock channels-last convolution.
     """
     # Not under autocast: the matrix product would run in bf16 and round the residual with it.
-    fast = (_channels_last(x) and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+    fast = (_channels_last(x) and (torch.is_grad_enabled() or out_dtype is not None)
+            and not torch.is_autocast_enabled(x.device.type)
             and conv.groups == 1 and conv.kernel_size == (1, 1, 1) and conv.stride == (1, 1, 1)
             and (residual is None or residual.shape[2:] == x.shape[2:]))
     if not fast:
         out = conv(x)
-        if residual is None:
-            return out
-        r = residual.shape[1]
-        return (out.unflatten(1, (-1, r)) + residual[:, None]).flatten(1, 2)
+        if residual is not None:
+            r = residual.shape[1]
+            out = (out.unflatten(1, (-1, r)) + residual[:, None]).flatten(1, 2)
+        # Under autocast the sum's dtype is the promotion of the convolution's and the residual's: keep it.
+        return out if out_dtype is None else out.to(out_dtype)
+    dtype = out_dtype or x.dtype
     b, c, t, h, w = x.shape
     weights, inputs = [conv.weight.view(-1, c)], [x]
     if residual is not None:
@@ -155,9 +167,9 @@ def pointwise_conv(conv: nn.Conv3d, x: Tensor, residual: Tensor | None = None) -
         ones = torch.empty(b, 1, t, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
         inputs.append(ones.fill_(1))
     # Concatenating channels-last tensors on channels gives channels-last: ``rows`` is a view of it (the
-    # ``contiguous`` only copies a residual in another layout).
-    stacked = torch.cat(inputs, dim=1).contiguous(memory_format=torch.channels_last_3d)
+    # ``contiguous`` only copies a residual in another layout; ``to`` converts these few channels at most).
+    stacked = torch.cat(inputs, dim=1).contiguous(memory_format=torch.channels_last_3d).to(dtype)
     rows = stacked.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, -1)
-    matrix = torch.cat(weights, dim=1)
+    matrix = torch.cat(weights, dim=1).to(dtype)
     out = torch.bmm(matrix.expand(b, -1, -1), rows.transpose(1, 2))
     return out.view(b, -1, t, h, w)

@@ -1,6 +1,6 @@
 """Run: the model on one window. Loading it, the geometry it runs at (window, overlap, inference size, tiles),
 the memory check, and the prepared network (:func:`centrifuge.inference.prepare_for_inference`: BatchNorm
-folded, channels-last, the requested precision).
+folded, channels-last, the requested precision; its layers come out in float32 and the standard layout).
 
 Resolution: frames whose shortest side exceeds twice the model's training crop size (112 when unknown) are
 processed with their shortest side at twice that size: a compromise between the scale the model was trained at
@@ -127,6 +127,8 @@ class ModelRunner:
         y = self.model(x[None])
         if not isinstance(y, Tensor) or y.dim() != 6 or y.shape[2] != 3:
             raise CentrifugeError("the model must return layers [B, n, 3, T, H, W]")
+        # No copy for the prepared network nor ONNX Runtime: both hand on float32 CPU layers in the standard
+        # layout, which is what stitching, the store and the statistics read fastest.
         return y[0].float().cpu()
 
     def __call__(self, clip: list[np.ndarray]) -> Tensor:
