@@ -7,9 +7,9 @@ the peak memory, and whether the outputs agree.
 
 Each round runs ``python -m centrifuge separate CLIP -o OUT --no-progress`` once per tree, alternately (before,
 after, before, ...), under ``/usr/bin/time -v`` for the peak resident memory, with this process's environment
-(set ``OMP_NUM_THREADS`` as the runs should have it) and ``PYTHONPATH`` pointing at the tree. ``--make WxH``
-first writes the clip's first ``--frames`` frames resized to that size (PyAV, bilinear; H.264 CRF 18) into
-a temporary folder and runs on that. Prints a markdown table of the medians, each round's total ratio, and the
+(set ``OMP_NUM_THREADS`` as the runs should have it) and ``PYTHONPATH`` pointing at the tree; ``cpu_s`` is the
+process's CPU time. ``--make WxH`` first writes the clip's first ``--frames`` frames resized to that size
+(PyAV, bilinear; H.264 CRF 18) into a temporary folder and runs on that. Prints a markdown table of the medians, each round's total ratio, and the
 largest difference between the two trees' layer files (decoded) and between their ``layers.json`` figures.
 """
 
@@ -50,7 +50,8 @@ def make_clip(src: Path, dst: Path, width: int, height: int, frames: int) -> Non
 
 
 def run(tree: Path, clip: Path, out: Path) -> dict[str, Any]:
-    """One separation with ``tree`` first on the path: its timings and peak memory (MB)."""
+    """One separation with ``tree`` first on the path: its timings, CPU seconds (user and system, all threads:
+    the fairer total on a machine shared with other work) and peak memory (MB)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "centrifuge", "separate", str(clip), "-o", str(out),
            "--no-progress"]
@@ -62,6 +63,8 @@ def run(tree: Path, clip: Path, out: Path) -> dict[str, Any]:
     figures = {k: meta["timings"][f"{k}_s"] for k in STAGES}
     figures["total"] = meta["timings"]["total_s"]
     figures["peak_mb"] = int(rss.group(1)) / 1024 if rss else float("nan")
+    cpu = [re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr) for kind in ("User", "System")]
+    figures["cpu_s"] = sum(float(m.group(1)) for m in cpu if m) if all(cpu) else float("nan")
     return figures
 
 
@@ -125,7 +128,7 @@ def main() -> None:
         print(f"clip: {args.clip.name}{' resized to ' + args.make if args.make else ''}, {args.rounds} rounds, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
         print("| stage (`timings`) | before (s) | after (s) | after / before |\n|---|---:|---:|---:|")
-        for key in [*STAGES, "total", "peak_mb"]:
+        for key in [*STAGES, "total", "cpu_s", "peak_mb"]:
             b, a = (statistics.median(x[key] for x in results[name]) for name in trees)
             print(f"| {key} | {b:.2f} | {a:.2f} | {a / b if b else float('nan'):.2f} |")
         ratios = [a["total"] / b["total"] for a, b in zip(results["after"], results["before"], strict=True)]

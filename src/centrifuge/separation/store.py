@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -126,6 +125,7 @@ class LowResStore:
         self._chunks: list[_Chunk] = []
         self._starts: list[int] = []  # the chunks' first frames, to find a frame's chunk
         self._read: dict[int, dict[tuple[int, int], Tensor]] = {}  # ranges read from the file, by chunk
+        self._spare: list[Tensor] = []  # buffers of ranges let go, to read the next ones into
 
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
         """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``,
@@ -153,7 +153,7 @@ class LowResStore:
         dest.view(src.shape).copy_(src)
         if not held:
             if self._file is None:
-                self._file = open(self.path, "wb")  # noqa: SIM115 (closed by read() or remove())
+                self._file = open(self.path, "wb")  # noqa: SIM115 (closed by remove())
             self._file.write(dest.numpy().data.cast("B"))
         return block
 
@@ -167,22 +167,34 @@ class LowResStore:
         else:
             ranges = self._read.setdefault(i, {})
             if (first, span) not in ranges:
-                # Read, not mapped: a mapping would keep every page read resident in this process until the end.
-                ranges[first, span] = torch.from_numpy(np.fromfile(self.path, np.float16, count=span,
-                                                                   offset=first * _ITEM))
-            data = ranges[first, span]
+                ranges[first, span] = self._load(first, span)
+            data = ranges[first, span][:span]
         return data.as_strided(sizes, strides)
+
+    def _load(self, first: int, span: int) -> Tensor:
+        """``span`` values of the file from value ``first``, at the start of the buffer returned. Read, not
+        mapped (a mapping would keep every page read resident in this process until the end), into a buffer let
+        go by an earlier chunk where one is large enough: fresh memory costs a page fault every 4 KB, about as
+        much as the read itself."""
+        fit = [(buf.numel(), k) for k, buf in enumerate(self._spare) if buf.numel() >= span]
+        buf = self._spare.pop(min(fit)[1]) if fit else torch.empty(span, dtype=_DTYPE)
+        assert self._file is not None
+        self._file.seek(first * _ITEM)
+        if self._file.readinto(buf[:span].numpy().data.cast("B")) != span * _ITEM:
+            raise OSError(f"{self.path} is shorter than what was written to it")
+        return buf
 
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
         """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32 (frames are
         read in order: what was read from the file for earlier chunks is let go)."""
-        if self._file is not None:
+        if self._file is not None and self._file.mode == "wb":
             self._file.close()
+            self._file = open(self.path, "rb")  # noqa: SIM115 (closed by remove())
         w, h = self.size
         layers, inputs = torch.empty(len(slots), 3, b - a, h, w), torch.empty(3, b - a, h, w)
         first = max(0, bisect.bisect_right(self._starts, a) - 1)
         for i in [i for i in self._read if i < first]:
-            del self._read[i]
+            self._spare.extend(self._read.pop(i).values())
         for i in range(first, len(self._chunks)):
             chunk = self._chunks[i]
             lo, hi = max(a, chunk.start), min(b, chunk.start + chunk.count)
@@ -197,6 +209,7 @@ class LowResStore:
     def remove(self) -> None:
         """Free the memory, close and delete the file (it is not an output)."""
         self._read.clear()
+        self._spare.clear()
         if self._memory is not None:
             self._memory.close()
         if self._file is not None:
