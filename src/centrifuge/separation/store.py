@@ -5,20 +5,24 @@ the last window. Composing and encoding every slot to throw most of them away wa
 encoding, so the first pass keeps what the composition needs (the stitched model outputs and the input at the
 inference size, float16: the outputs are not bounded to [-1, 1], and float16 keeps them to about 0.06 of a
 level) and a second pass composes and encodes only the chosen two. The store grows with the video at the
-inference size (about 4.7 MB a frame for 8 slots at 452x192), not at the input's.
+inference size (4.7 MB a frame for 8 slots at 452x192: 1.17 GB for 250 frames), not at the input's.
 
-Where it lives: the first :func:`memory_budget` bytes in memory, the rest in a file in the output's temporary
-folder (:func:`fits` says whether the disk has room for that part). Memory therefore stops growing at the
-budget, however long the video: a minute of 720p at 25 frames/s is already several times the budget, so a
-longer video holds the same. Writing the file and reading it back cost more than converting the frames (about
-a third of a run on a 10-second clip), which is why it is the overflow and not the home.
+Where it lives: the first :func:`memory_budget` bytes (a sixteenth of the machine's memory, at most 1 GiB) in
+memory, the rest in a file in the output's temporary folder (:func:`fits`: whether the disk has room for that
+part). The memory it holds stops growing at the budget, however long the video: a minute of 720p at 25
+frames/s (inference at 341x192) is five times the budget, ten minutes hold the same. Held in memory, adding
+and reading back cost less than half of what the file costs (``scripts/bench_store.py``): one copy, against
+the copy, the write into the page cache and the read back.
 
-Layout, the same in memory and in the file: each chunk of ``c`` frames as it was added, ``[n + 1, c, 3, h, w]``
-(slot ``n`` is the input), so one slot's run of frames is one contiguous range: the second pass reads only
-the chosen pair and the input, a third of what was written for 8 slots. The copy into it is a block copy for
-the model's plain ``[n, 3, T, h, w]`` layout (a transposing copy, about twice as slow, for a channels-last one).
-The model's input is kept rather than recomputed from the decoded frames in the second pass: its antialiased
-resize costs several times its conversion and copy.
+Layout, the same in memory and in the file: each chunk of frames as it was added, each tensor in its own
+memory order, so the copy is a block copy whatever the layout of the model's output (the plain
+``[n, 3, T, h, w]``, or channels-last); with the plain layout one slot's frames of a chunk are one range, and
+the second pass reads only the chosen pair and the input back from the file (a third of what was written for
+8 slots; with channels-last, every slot of the chunk).
+
+The model's input is kept, not recomputed from the decoded frames in the second pass: the runner's resize
+would give the same values bit for bit (it works plane by plane), but its antialiased downsample costs about
+six times the conversion and copy of the input into the store and back.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ MEMORY_CAP = 1 << 30
 
 
 def memory_budget() -> int:
-    """Bytes of the store held in memory: a sixteenth of the machine's memory, at most :data:`MEMORY_CAP`
-    (1 GiB: a 10-second clip at 640x272 whole; on an 8 GB machine 512 MB)."""
+    """Bytes of the store held in memory: a sixteenth of the machine's memory, at most :data:`MEMORY_CAP`.
+    1 GiB holds 229 of the 250 frames of a 10-second clip at 640x272, about as much again as the rest of such a
+    run's peak (1 GB); a sixteenth leaves a small machine room (512 MB of 8 GB)."""
     return min(MEMORY_CAP, device_memory(torch.device("cpu")) // 16)
 
 
