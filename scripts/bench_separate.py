@@ -9,8 +9,9 @@ Each round runs ``python -m centrifuge separate CLIP -o OUT --no-progress`` once
 after, before, ...), under ``/usr/bin/time -v`` for the peak resident memory, with this process's environment
 (set ``OMP_NUM_THREADS`` as the runs should have it) and ``PYTHONPATH`` pointing at the tree; ``cpu_s`` is the
 process's CPU time. ``--make WxH`` first writes the clip's first ``--frames`` frames resized to that size
-(PyAV, bilinear; H.264 CRF 18) into a temporary folder and runs on that. Prints a markdown table of the medians, each round's total ratio, and the
-largest difference between the two trees' layer files (decoded) and between their ``layers.json`` figures.
+(PyAV, bilinear; H.264 CRF 18) into a temporary folder and runs on that. Prints a markdown table of the
+medians, each round's total ratio, and the largest difference between the two trees' layer files (decoded) and
+between their ``layers.json`` figures.
 """
 
 from __future__ import annotations

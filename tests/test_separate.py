@@ -278,7 +278,8 @@ def test_chosen_pair_composed_after_the_run_matches_every_slot_composed(tmp_path
     split = separate(frames, out_dir=tmp_path / "split", **kw)
     assert {(held, spilled) for _, held, spilled in kept} == {(True, True)}
     np.testing.assert_array_equal(split.layers, best.layers)
-    assert split.metadata["recomposition"] == best.metadata["recomposition"]
+    for key in ("chosen_pair", "all_layers"):  # not the encoded files': x264 need not repeat itself exactly
+        assert split.metadata["recomposition"][key] == best.metadata["recomposition"][key]
     monkeypatch.setattr(sinks, "fits", lambda *a: False)
     direct = separate(frames, out_dir=tmp_path / "direct", **kw)
     assert best.chosen == direct.chosen == every.chosen

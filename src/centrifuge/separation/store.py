@@ -10,9 +10,10 @@ inference size (4.7 MB a frame for 8 slots at 452x192: 1.17 GB for 250 frames), 
 Where it lives: the first :func:`memory_budget` bytes (a sixteenth of the machine's memory, at most 1 GiB) in
 memory, the rest in a file in the output's temporary folder (:func:`fits`: whether the disk has room for that
 part). The memory it holds stops growing at the budget, however long the video: a minute of 720p at 25
-frames/s (inference at 341x192) is five times the budget, ten minutes hold the same. Held in memory, adding
-and reading back cost less than half of what the file costs (``scripts/bench_store.py``): one copy, against
-the copy, the write into the page cache and the read back.
+frames/s (inference at 341x192) is five times the budget, ten minutes hold the same (a video whose store is
+under the budget holds less). Held in memory, the store is one copy, against the copy, the write into the page
+cache and the read back: on ``bikes.mp4`` (640x272, 250 frames) the run took 0.91 of its time with everything
+spilled (docs/performance.md, "Separation speed").
 
 Layout, the same in memory and in the file: each chunk of frames as it was added, each tensor in its own
 memory order, so the copy is a block copy whatever the layout of the model's output (the plain
