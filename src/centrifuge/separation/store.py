@@ -70,10 +70,12 @@ def fits(folder: Path, n: int, size: tuple[int, int], frames: int, budget: int) 
 
 
 def _reserve(budget: int) -> mmap.mmap | None:
-    """Anonymous memory of ``budget`` bytes, resident only where written; None where the system refuses it (then
-    everything goes to the file)."""
+    """Private anonymous memory of ``budget`` bytes (the process's own, as from an allocation), resident only
+    where written; None where the system refuses it (then everything goes to the file)."""
+    if budget <= 0 or not hasattr(mmap, "MAP_PRIVATE"):  # Windows' mmap takes no flags: the file only
+        return None
     try:
-        return mmap.mmap(-1, budget) if budget > 0 else None
+        return mmap.mmap(-1, budget, flags=mmap.MAP_PRIVATE)
     except OSError:
         return None
 
