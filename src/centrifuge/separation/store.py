@@ -1,85 +1,225 @@
-"""Keep: every slot's stitched low-resolution layers, and the model's input, on disk until the pair is chosen.
+"""Keep: every slot's stitched low-resolution layers, and the model's input, until the pair is chosen.
 
 ``--layers best2`` publishes the two most dissimilar slots over the whole video, which are known only after
 the last window. Composing and encoding every slot to throw most of them away was three quarters of the
 encoding, so the first pass keeps what the composition needs (the stitched model outputs and the input at the
 inference size, float16: the outputs are not bounded to [-1, 1], and float16 keeps them to about 0.06 of a
-level) in files in the output's temporary folder, and a second pass composes and encodes only the chosen two.
-The file grows with the video at the inference size (about 4.7 MB a frame for 8 slots at 452x192), not at the
-input's; :func:`fits` says whether the disk has room for it.
+level) and a second pass composes and encodes only the chosen two. The store grows with the video at the
+inference size (4.7 MB a frame for 8 slots at 452x192: 1.17 GB for 250 frames), not at the input's.
+
+Where it lives: the first :func:`memory_budget` bytes (a sixteenth of the machine's memory, at most 256 MiB)
+in memory, the rest in a file in the output's temporary folder (:func:`fits`: whether the disk has room for
+that part). The memory it holds stops growing at the budget, however long the video. Held in memory, the store
+is one copy, against the copy, the write into the page cache and the read back: on ``bikes.mp4`` (640x272,
+250 frames) holding 0.94 GB of its 1.17 GB saved about 9% of the run but nearly doubled its peak memory
+(docs/performance.md, "Separation speed"), so the cap is small: short clips stay in memory, and a long video
+costs at most 256 MiB more than a file-only store.
+
+Layout, the same in memory and in the file: each chunk of frames as it was added, each tensor in its own
+memory order, so the copy is a block copy whatever the layout of the model's output (the plain
+``[n, 3, T, h, w]``, or channels-last); with the plain layout one slot's frames of a chunk are one range, and
+the second pass reads only the chosen pair and the input back from the file (a third of what was written for
+8 slots; with channels-last, every slot of the chunk).
+
+The model's input is kept, not recomputed from the decoded frames in the second pass: the runner's resize
+would give the same values bit for bit (it works plane by plane), but its antialiased downsample costs about
+six times the conversion and copy of the input into the store and back.
 """
 
 from __future__ import annotations
 
+import bisect
+import mmap
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LowResStore", "fits"]
+from ..memory import device_memory
 
-_DTYPE = np.float16
-#: Room left free on the disk beyond the store itself (bytes).
+__all__ = ["LowResStore", "fits", "memory_budget"]
+
+_DTYPE = torch.float16
+_ITEM = 2  # bytes of a float16
+#: Room left free on the disk beyond the spilled part of the store (bytes).
 _MARGIN = 1 << 30
+#: The most memory the store holds (bytes); see :func:`memory_budget`.
+MEMORY_CAP = 256 << 20
+
+
+def memory_budget() -> int:
+    """Bytes of the store held in memory: a sixteenth of the machine's memory, at most :data:`MEMORY_CAP`
+    (256 MiB: 54 frames of 8 slots at 452x192, a quarter of the rest of such a run's peak of about 1 GB; a
+    larger budget bought about 3 s per GB held on a 10-second clip at the price of that GB of peak memory)."""
+    return min(MEMORY_CAP, device_memory(torch.device("cpu")) // 16)
 
 
 def _frame_bytes(n: int, size: tuple[int, int]) -> int:
     """Bytes a frame takes in the store: ``n`` layers and the input, 3 channels at ``size`` (w, h)."""
-    return (n + 1) * 3 * size[0] * size[1] * np.dtype(_DTYPE).itemsize
+    return (n + 1) * 3 * size[0] * size[1] * _ITEM
 
 
-def fits(folder: Path, n: int, size: tuple[int, int], frames: int) -> bool:
-    """Whether a store of ``frames`` frames (the expected count, with a tenth to spare) fits on ``folder``'s disk."""
-    need = int(1.1 * max(frames, 1) * _frame_bytes(n, size))
-    return shutil.disk_usage(folder).free >= need + _MARGIN
+def fits(folder: Path, n: int, size: tuple[int, int], frames: int, budget: int) -> bool:
+    """Whether the part of a store of ``frames`` frames (the expected count, with a tenth to spare) beyond the
+    ``budget`` bytes held in memory fits on ``folder``'s disk."""
+    spill = int(1.1 * max(frames, 1) * _frame_bytes(n, size)) - budget
+    return spill <= 0 or shutil.disk_usage(folder).free >= spill + _MARGIN
 
 
-def _frames(path: Path, frame: tuple[int, ...], a: int, b: int) -> np.ndarray:
-    """Frames ``a:b`` of a file of frames shaped ``frame``."""
-    size = int(np.prod(frame))
-    data = np.fromfile(path, _DTYPE, count=(b - a) * size, offset=a * size * np.dtype(_DTYPE).itemsize)
-    return data.reshape(b - a, *frame)
+def _reserve(budget: int) -> mmap.mmap | None:
+    """Private anonymous memory of ``budget`` bytes (the process's own, as from an allocation), resident only
+    where written; None where the system refuses it (then everything goes to the file)."""
+    if budget <= 0 or not hasattr(mmap, "MAP_PRIVATE"):  # Windows' mmap takes no flags: the file only
+        return None
+    try:
+        return mmap.mmap(-1, budget, flags=mmap.MAP_PRIVATE)
+    except OSError:
+        return None
+
+
+def _memory_order(x: Tensor) -> tuple[int, ...]:
+    """``x``'s dimensions from the outermost in memory to the innermost."""
+    return tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A tensor stored in its own memory order: ``shape`` in that order, ``order`` the tensor's dimensions in
+    that order; at byte ``offset`` of the memory (``held``) or of the file."""
+
+    shape: tuple[int, ...]
+    order: tuple[int, ...]
+    offset: int
+    held: bool
+
+    def layout(self, index: int | None) -> tuple[list[int], list[int], int]:
+        """(sizes, strides, first element) of the tensor, or of its ``index`` along the first dimension."""
+        sizes, strides = [0] * len(self.shape), [0] * len(self.shape)
+        stride = 1
+        for d, size in zip(reversed(self.order), reversed(self.shape), strict=True):
+            sizes[d], strides[d], stride = size, stride, stride * size
+        first = self.offset // _ITEM
+        if index is not None:
+            first += index * strides[0]
+            sizes, strides = sizes[1:], strides[1:]
+        return sizes, strides, first
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """``count`` frames from ``start``: the layers ``[n, 3, c, h, w]`` and the input ``[3, c, h, w]``."""
+
+    start: int
+    count: int
+    layers: _Block
+    inputs: _Block
 
 
 class LowResStore:
-    """Frames appended in order, read back by slot: the layers as ``[h, w, n, 3]`` per frame (the model's
-    channels-last output is copied as it lies; another order only costs a slower copy), the input as
-    ``[3, h, w]``, in two files ``path.layers`` and ``path.input``."""
+    """Chunks of frames appended in order, read back by slot and frame range; the first ``budget`` bytes in
+    memory (an anonymous mapping, filled as it goes: only what was written is resident), the rest in the file
+    ``path``, opened at the first chunk that does not fit."""
 
-    def __init__(self, path: Path, n: int, size: tuple[int, int]):
-        self.paths = (path.with_suffix(".layers"), path.with_suffix(".input"))
-        self.n, self.size = n, size
+    def __init__(self, path: Path, n: int, size: tuple[int, int], budget: int):
+        self.path, self.n, self.size, self.budget = path, n, size, budget
         self.frames = 0
-        self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 (closed by read() or remove())
-        self._bufs = [np.empty(0, _DTYPE), np.empty(0, _DTYPE)]
+        self.held = self.spilled = 0  # bytes in memory, in the file
+        self._memory = _reserve(budget)
+        self._file: BinaryIO | None = None
+        self._buf = torch.empty(0, dtype=_DTYPE)  # the copy written to the file, kept between chunks
+        self._chunks: list[_Chunk] = []
+        self._starts: list[int] = []  # the chunks' first frames, to find a frame's chunk
+        self._read: dict[int, dict[tuple[int, int], Tensor]] = {}  # ranges read from the file, by chunk
+        self._spare: list[Tensor] = []  # buffers of ranges let go, to read the next ones into
 
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
-        """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``."""
-        for k, x in enumerate((low.permute(2, 3, 4, 0, 1), inputs_low.permute(1, 0, 2, 3))):
-            # one conversion into a buffer kept between calls (fresh pages cost a fault each), written as it is
-            if self._bufs[k].shape != x.shape:
-                self._bufs[k] = np.empty(tuple(x.shape), _DTYPE)
-            torch.from_numpy(self._bufs[k]).copy_(x)
-            self._files[k].write(memoryview(self._bufs[k]).cast("B"))
+        """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``,
+        each copied in its own memory order (a block copy whatever the model's layout)."""
+        held = self._memory is not None and self.held + (low.numel() + inputs_low.numel()) * _ITEM <= self.budget
+        blocks = self._put(low, held), self._put(inputs_low, held)
+        self._chunks.append(_Chunk(self.frames, low.shape[2], *blocks))
+        self._starts.append(self.frames)
         self.frames += low.shape[2]
 
+    def _put(self, x: Tensor, held: bool) -> _Block:
+        order = _memory_order(x)
+        src = x.permute(order)
+        count = src.numel()
+        if held:
+            block = _Block(tuple(src.shape), order, self.held, True)
+            dest = torch.frombuffer(self._memory, dtype=_DTYPE, count=count, offset=self.held)  # type: ignore[arg-type]
+            self.held += count * _ITEM
+        else:
+            block = _Block(tuple(src.shape), order, self.spilled, False)
+            if self._buf.numel() < count:
+                self._buf = torch.empty(count, dtype=_DTYPE)
+            dest = self._buf[:count]
+            self.spilled += count * _ITEM
+        dest.view(src.shape).copy_(src)
+        if not held:
+            if self._file is None:
+                self._file = open(self.path, "wb")  # noqa: SIM115 (closed by remove())
+            self._file.write(dest.numpy().data.cast("B"))
+        return block
+
+    def _view(self, i: int, block: _Block, index: int | None) -> Tensor:
+        """Chunk ``i``'s ``block``, or its ``index`` along the first dimension, float16: a view of the memory,
+        or read from the file (the one range holding it, once per chunk)."""
+        sizes, strides, first = block.layout(index)
+        span = sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1
+        if block.held:
+            data = torch.frombuffer(self._memory, dtype=_DTYPE, count=span, offset=first * _ITEM)  # type: ignore[arg-type]
+        else:
+            ranges = self._read.setdefault(i, {})
+            if (first, span) not in ranges:
+                ranges[first, span] = self._load(first, span)
+            data = ranges[first, span][:span]
+        return data.as_strided(sizes, strides)
+
+    def _load(self, first: int, span: int) -> Tensor:
+        """``span`` values of the file from value ``first``, at the start of the buffer returned. Read, not
+        mapped (a mapping would keep every page read resident in this process until the end), into a buffer let
+        go by an earlier chunk where one is large enough: fresh memory costs a page fault every 4 KB, about as
+        much as the read itself."""
+        fit = [(buf.numel(), k) for k, buf in enumerate(self._spare) if buf.numel() >= span]
+        buf = self._spare.pop(min(fit)[1]) if fit else torch.empty(span, dtype=_DTYPE)
+        assert self._file is not None
+        self._file.seek(first * _ITEM)
+        if self._file.readinto(buf[:span].numpy().data.cast("B")) != span * _ITEM:
+            raise OSError(f"{self.path} is shorter than what was written to it")
+        return buf
+
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
-        """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32."""
-        if not self._files[0].closed:
-            for file in self._files:
-                file.close()
+        """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32 (frames are
+        read in order: what was read from the file for earlier chunks is let go)."""
+        if self._file is not None and self._file.mode == "wb":
+            self._file.close()
+            self._file = open(self.path, "rb")  # noqa: SIM115 (closed by remove())
         w, h = self.size
-        # Read, not mapped: a mapping would keep every page read resident in this process until the end.
-        layers = _frames(self.paths[0], (h, w, self.n, 3), a, b)[:, :, :, slots]
-        inputs = _frames(self.paths[1], (3, h, w), a, b)
-        return (torch.from_numpy(layers).permute(3, 4, 0, 1, 2).float(),
-                torch.from_numpy(inputs).permute(1, 0, 2, 3).float())
+        layers, inputs = torch.empty(len(slots), 3, b - a, h, w), torch.empty(3, b - a, h, w)
+        first = max(0, bisect.bisect_right(self._starts, a) - 1)
+        for i in [i for i in self._read if i < first]:
+            self._spare.extend(self._read.pop(i).values())
+        for i in range(first, len(self._chunks)):
+            chunk = self._chunks[i]
+            lo, hi = max(a, chunk.start), min(b, chunk.start + chunk.count)
+            if lo >= hi:
+                break
+            frames = slice(lo - chunk.start, hi - chunk.start)
+            for dest, slot in zip(layers, slots, strict=True):
+                dest[:, lo - a:hi - a].copy_(self._view(i, chunk.layers, slot)[:, frames])
+            inputs[:, lo - a:hi - a].copy_(self._view(i, chunk.inputs, None)[:, frames])
+        return layers, inputs
 
     def remove(self) -> None:
-        """Close and delete the files (they are not outputs)."""
-        for file in self._files:
-            file.close()
-        for path in self.paths:
-            path.unlink(missing_ok=True)
+        """Free the memory, close and delete the file (it is not an output)."""
+        self._read.clear()
+        self._spare.clear()
+        if self._memory is not None:
+            self._memory.close()
+        if self._file is not None:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
