@@ -15,7 +15,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default="centrifuge-demo", help="output folder (default: ./centrifuge-demo)")
     add_shared_args(p, "model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
-    add_shared_args(p, "no_progress", no_progress=None)
+    add_shared_args(p, "no_progress", no_progress="no progress bars")
     p.set_defaults(func=run)
 
 

@@ -17,8 +17,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
     add_shared_args(p, "model", model="model file or run folder (default: the packaged model), or an .onnx file "
                    "written by `centrifuge export`")
-    p.add_argument("--frames", type=int_at_least(1), default=32)
-    p.add_argument("--size", type=int_at_least(8), default=112)
+    p.add_argument("--frames", type=int_at_least(1), default=32, help="clip length of each blend (default 32)")
+    p.add_argument("--size", type=int_at_least(8), default=112,
+                   help="clip size H = W of each blend (default 112)")
     p.add_argument("--pairs", type=int_at_least(1), help="evaluate N seeded random pairs instead of all pairs")
     p.add_argument("--involving", nargs="+", metavar="VIDEO",
                    help="only pairs that include at least one of these videos (e.g. a held-out split)")
@@ -26,8 +27,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="leave out every video the model was trained on, so that only pairs of unseen clips are "
                         "scored (matched by file name); MODEL: a run folder or weights file (default: --model)")
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int_at_least(1), default=4)
+    p.add_argument("--seed", type=int, default=0, help="seed of the --pairs sample (default 0)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=4, help="blends per forward pass (default 4)")
     add_shared_args(p, "json", "overwrite_json", "device", "precision")
     add_backend_arg(p)
     p.set_defaults(func=run)

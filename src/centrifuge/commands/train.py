@@ -60,11 +60,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="global batch size over all ranks (paper: 10)")
     p.add_argument("--micro-batch", type=int,
                    help="clips per forward pass on each rank; gradient accumulation fills the per-rank batch")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="optimizer (default: the preset's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--momentum", type=float, help="SGD's momentum (not used by AdamW; default: the preset's)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
+    p.add_argument("--grad-clip", type=float, metavar="NORM",
+                   help="clip the gradient's global norm to this (default: the preset's, usually none)")
     p.add_argument("--ema", type=float, metavar="DECAY",
                    help="keep a moving average of the weights with this decay (e.g. 0.99) and save it as the "
                         "run's model (model.safetensors); the live weights go to live.safetensors (default: none)")
@@ -83,15 +84,18 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="decode every video once into memory (small datasets)")
     add_model_args(p)
     p.add_argument("--workers", type=int, help="data-loading worker processes per rank")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int,
+                   help="seed of the weights, the data order and the blends (default: the preset's)")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm statistics over all ranks' clips (SyncBatchNorm; GPUs only)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--compile-loss", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the loss (default: on; falls back to eager where compiling fails)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--ckpt-every", type=int)
-    p.add_argument("--image-every", type=int)
+    p.add_argument("--log-every", type=int, metavar="N", help="print and log the loss every N iterations")
+    p.add_argument("--ckpt-every", type=int, metavar="N",
+                   help="write a checkpoint every N iterations (and at the end); --resume continues from the last")
+    p.add_argument("--image-every", type=int, metavar="N",
+                   help="log example layers to TensorBoard every N iterations (0: never)")
     p.add_argument("--val-data", nargs="+", metavar="VIDEO_OR_DIR",
                    help="held-out videos: every --val-every steps, the PIT loss / identity ratio on their pairs")
     p.add_argument("--val-every", type=int, help="validation interval in steps (0: none)")
