@@ -5,7 +5,7 @@ the composition does first), on random chunks the size of a clip's.
     git archive <commit> src | tar -x -C /tmp/before
     python scripts/bench_store.py --before /tmp/before/src --rounds 3
 
-Rounds alternate the trees (before, after held in memory, after spilled to the file) in this process, in a
+Rounds alternate the trees (before, after) in this process, in a
 temporary folder on the disk of ``--dir``; the default is ``bikes.mp4``'s store: 250 frames of 8 slots at 452x192
 in chunks of 12 (windows of 16 frames, 4 shared). ``--layout`` is the memory order of the model's output:
 ``plain`` ``[n, 3, T, h, w]`` or ``channels-last`` (``[T, h, w, n, 3]`` in memory). Prints the median seconds
@@ -79,11 +79,9 @@ def main() -> None:
     args = p.parse_args()
     before = _load(args.before)
     w, h = map(int, args.size.split("x"))
-    budget = after.memory_budget()
     makers = {
         "before (file)": lambda path: before.LowResStore(path, args.slots, (w, h)),
-        f"after (memory, budget {budget >> 20} MiB)": lambda path: after.LowResStore(path, args.slots, (w, h), budget),
-        "after (all spilled)": lambda path: after.LowResStore(path, args.slots, (w, h), 0),
+        "after (file)": lambda path: after.LowResStore(path, args.slots, (w, h)),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in makers}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -7,7 +7,7 @@ Two ways through, the same outputs (to within a level of rounding):
 * **direct** (``--layers all``, a result without files, a disk without room for the store, a model of two
   slots, tiles): every slot is composed and delivered as its frames are final;
 * **deferred** (``--layers best2`` with files, the default): the first pass keeps every slot at the inference
-  size (``store``: in memory up to a fixed budget, the rest in a temporary file) and composes at full
+  size (``store``, a temporary file) and composes at full
   resolution only the frames the statistics read; once the pair is chosen, a second pass decodes the input
   again and composes and encodes only the chosen two slots, and makes ``preview.mp4`` from the same frames
   (``previews``: input | chosen layers).
@@ -29,7 +29,7 @@ from .previews import ContactSheet, PreviewVideo, panel_labels
 from .runner import Geometry
 from .source import Source
 from .stats import Stats, most_dissimilar, sampled
-from .store import LowResStore, fits, memory_budget
+from .store import LowResStore, fits
 
 __all__ = ["Kept", "Sinks", "Timer"]
 
@@ -77,10 +77,9 @@ class Sinks:
         if self.output is None:
             return
         # Tiles run at full resolution, where keeping every slot would cost more than encoding it.
-        budget = memory_budget()
         if self.best2 and n > 2 and not self.geometry.tile \
-                and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected, budget):
-            self.store = LowResStore(self.output.path("lowres"), n, self.geometry.size, budget)
+                and fits(self.output.tmp, n, self.geometry.size, self.source.frames_expected):
+            self.store = LowResStore(self.output.path("lowres"), n, self.geometry.size)
         else:
             self.files = self._layer_files(list(range(n)))
 

@@ -7,15 +7,12 @@ inference size, float16: the outputs are not bounded to [-1, 1], and float16 kee
 level) and a second pass composes and encodes only the chosen two. The store grows with the video at the
 inference size (4.7 MB a frame for 8 slots at 452x192: 1.17 GB for 250 frames), not at the input's.
 
-Where it lives: the first :func:`memory_budget` bytes (a sixteenth of the machine's memory, at most 256 MiB)
-in memory, the rest in a file in the output's temporary folder (:func:`fits`: whether the disk has room for
-that part). The memory it holds stops growing at the budget, however long the video. Held in memory, the store
-is one copy, against the copy, the write into the page cache and the read back: on ``bikes.mp4`` (640x272,
-250 frames) holding 0.94 GB of its 1.17 GB saved about 9% of the run but nearly doubled its peak memory
-(docs/performance.md, "Separation speed"), so the cap is small: short clips stay in memory, and a long video
-costs at most 256 MiB more than a file-only store.
+Where it lives: a file in the output's temporary folder (:func:`fits`: whether the disk has room for it), so
+the memory a run holds does not grow with the video. Holding the store in memory instead was measured and not
+kept: 0.94 GB of ``bikes.mp4``'s 1.17 GB held saved 8% of the run for 1.89x its peak memory, and 256 MiB held
+saved nothing measurable for 1.28x (docs/performance.md, "Separation speed").
 
-Layout, the same in memory and in the file: each chunk of frames as it was added, each tensor in its own
+Layout: each chunk of frames as it was added, each tensor in its own
 memory order, so the copy is a block copy whatever the layout of the model's output (the plain
 ``[n, 3, T, h, w]``, or channels-last); with the plain layout one slot's frames of a chunk are one range, and
 the second pass reads only the chosen pair and the input back from the file (a third of what was written for
@@ -29,7 +26,6 @@ six times the conversion and copy of the input into the store and back.
 from __future__ import annotations
 
 import bisect
-import mmap
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,23 +34,12 @@ from typing import BinaryIO
 import torch
 from torch import Tensor
 
-from ..memory import device_memory
-
-__all__ = ["LowResStore", "fits", "memory_budget"]
+__all__ = ["LowResStore", "fits"]
 
 _DTYPE = torch.float16
 _ITEM = 2  # bytes of a float16
-#: Room left free on the disk beyond the spilled part of the store (bytes).
+#: Room left free on the disk beyond the store itself (bytes).
 _MARGIN = 1 << 30
-#: The most memory the store holds (bytes); see :func:`memory_budget`.
-MEMORY_CAP = 256 << 20
-
-
-def memory_budget() -> int:
-    """Bytes of the store held in memory: a sixteenth of the machine's memory, at most :data:`MEMORY_CAP`
-    (256 MiB: 54 frames of 8 slots at 452x192, a quarter of the rest of such a run's peak of about 1 GB; a
-    larger budget bought about 3 s per GB held on a 10-second clip at the price of that GB of peak memory)."""
-    return min(MEMORY_CAP, device_memory(torch.device("cpu")) // 16)
 
 
 def _frame_bytes(n: int, size: tuple[int, int]) -> int:
@@ -62,22 +47,10 @@ def _frame_bytes(n: int, size: tuple[int, int]) -> int:
     return (n + 1) * 3 * size[0] * size[1] * _ITEM
 
 
-def fits(folder: Path, n: int, size: tuple[int, int], frames: int, budget: int) -> bool:
-    """Whether the part of a store of ``frames`` frames (the expected count, with a tenth to spare) beyond the
-    ``budget`` bytes held in memory fits on ``folder``'s disk."""
-    spill = int(1.1 * max(frames, 1) * _frame_bytes(n, size)) - budget
-    return spill <= 0 or shutil.disk_usage(folder).free >= spill + _MARGIN
-
-
-def _reserve(budget: int) -> mmap.mmap | None:
-    """Private anonymous memory of ``budget`` bytes (the process's own, as from an allocation), resident only
-    where written; None where the system refuses it (then everything goes to the file)."""
-    if budget <= 0 or not hasattr(mmap, "MAP_PRIVATE"):  # Windows' mmap takes no flags: the file only
-        return None
-    try:
-        return mmap.mmap(-1, budget, flags=mmap.MAP_PRIVATE)
-    except OSError:
-        return None
+def fits(folder: Path, n: int, size: tuple[int, int], frames: int) -> bool:
+    """Whether a store of ``frames`` frames (the expected count, with a tenth to spare) fits on ``folder``'s disk."""
+    need = int(1.1 * max(frames, 1) * _frame_bytes(n, size))
+    return shutil.disk_usage(folder).free >= need + _MARGIN
 
 
 def _memory_order(x: Tensor) -> tuple[int, ...]:
@@ -88,12 +61,11 @@ def _memory_order(x: Tensor) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class _Block:
     """A tensor stored in its own memory order: ``shape`` in that order, ``order`` the tensor's dimensions in
-    that order; at byte ``offset`` of the memory (``held``) or of the file."""
+    that order; at byte ``offset`` of the file."""
 
     shape: tuple[int, ...]
     order: tuple[int, ...]
     offset: int
-    held: bool
 
     def layout(self, index: int | None) -> tuple[list[int], list[int], int]:
         """(sizes, strides, first element) of the tensor, or of its ``index`` along the first dimension."""
@@ -119,16 +91,13 @@ class _Chunk:
 
 
 class LowResStore:
-    """Chunks of frames appended in order, read back by slot and frame range; the first ``budget`` bytes in
-    memory (an anonymous mapping, filled as it goes: only what was written is resident), the rest in the file
-    ``path``, opened at the first chunk that does not fit."""
+    """Chunks of frames appended in order to the file ``path``, read back by slot and frame range."""
 
-    def __init__(self, path: Path, n: int, size: tuple[int, int], budget: int):
-        self.path, self.n, self.size, self.budget = path, n, size, budget
+    def __init__(self, path: Path, n: int, size: tuple[int, int]):
+        self.path, self.n, self.size = path, n, size
         self.frames = 0
-        self.held = self.spilled = 0  # bytes in memory, in the file
-        self._memory = _reserve(budget)
-        self._file: BinaryIO | None = None
+        self.written = 0  # bytes in the file
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by remove())
         self._buf = torch.empty(0, dtype=_DTYPE)  # the copy written to the file, kept between chunks
         self._chunks: list[_Chunk] = []
         self._starts: list[int] = []  # the chunks' first frames, to find a frame's chunk
@@ -138,46 +107,33 @@ class LowResStore:
     def add(self, low: Tensor, inputs_low: Tensor) -> None:
         """``low``: stitched layers ``[n, 3, c, h, w]``; ``inputs_low``: the model's input ``[3, c, h, w]``,
         each copied in its own memory order (a block copy whatever the model's layout)."""
-        held = self._memory is not None and self.held + (low.numel() + inputs_low.numel()) * _ITEM <= self.budget
-        blocks = self._put(low, held), self._put(inputs_low, held)
+        blocks = self._put(low), self._put(inputs_low)
         self._chunks.append(_Chunk(self.frames, low.shape[2], *blocks))
         self._starts.append(self.frames)
         self.frames += low.shape[2]
 
-    def _put(self, x: Tensor, held: bool) -> _Block:
+    def _put(self, x: Tensor) -> _Block:
         order = _memory_order(x)
         src = x.permute(order)
         count = src.numel()
-        if held:
-            block = _Block(tuple(src.shape), order, self.held, True)
-            dest = torch.frombuffer(self._memory, dtype=_DTYPE, count=count, offset=self.held)  # type: ignore[arg-type]
-            self.held += count * _ITEM
-        else:
-            block = _Block(tuple(src.shape), order, self.spilled, False)
-            if self._buf.numel() < count:
-                self._buf = torch.empty(count, dtype=_DTYPE)
-            dest = self._buf[:count]
-            self.spilled += count * _ITEM
+        block = _Block(tuple(src.shape), order, self.written)
+        if self._buf.numel() < count:
+            self._buf = torch.empty(count, dtype=_DTYPE)
+        dest = self._buf[:count]
         dest.view(src.shape).copy_(src)
-        if not held:
-            if self._file is None:
-                self._file = open(self.path, "wb")  # noqa: SIM115 (closed by remove())
-            self._file.write(dest.numpy().data.cast("B"))
+        self._file.write(dest.numpy().data.cast("B"))
+        self.written += count * _ITEM
         return block
 
     def _view(self, i: int, block: _Block, index: int | None) -> Tensor:
-        """Chunk ``i``'s ``block``, or its ``index`` along the first dimension, float16: a view of the memory,
-        or read from the file (the one range holding it, once per chunk)."""
+        """Chunk ``i``'s ``block``, or its ``index`` along the first dimension, float16, read from the file (the
+        one range holding it, once per chunk)."""
         sizes, strides, first = block.layout(index)
         span = sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1
-        if block.held:
-            data = torch.frombuffer(self._memory, dtype=_DTYPE, count=span, offset=first * _ITEM)  # type: ignore[arg-type]
-        else:
-            ranges = self._read.setdefault(i, {})
-            if (first, span) not in ranges:
-                ranges[first, span] = self._load(first, span)
-            data = ranges[first, span][:span]
-        return data.as_strided(sizes, strides)
+        ranges = self._read.setdefault(i, {})
+        if (first, span) not in ranges:
+            ranges[first, span] = self._load(first, span)
+        return ranges[first, span][:span].as_strided(sizes, strides)
 
     def _load(self, first: int, span: int) -> Tensor:
         """``span`` values of the file from value ``first``, at the start of the buffer returned. Read, not
@@ -186,7 +142,6 @@ class LowResStore:
         much as the read itself."""
         fit = [(buf.numel(), k) for k, buf in enumerate(self._spare) if buf.numel() >= span]
         buf = self._spare.pop(min(fit)[1]) if fit else torch.empty(span, dtype=_DTYPE)
-        assert self._file is not None
         self._file.seek(first * _ITEM)
         if self._file.readinto(buf[:span].numpy().data.cast("B")) != span * _ITEM:
             raise OSError(f"{self.path} is shorter than what was written to it")
@@ -195,7 +150,7 @@ class LowResStore:
     def read(self, slots: list[int], a: int, b: int) -> tuple[Tensor, Tensor]:
         """Frames ``a:b`` of ``slots`` and of the input: ``([k, 3, c, h, w], [3, c, h, w])`` float32 (frames are
         read in order: what was read from the file for earlier chunks is let go)."""
-        if self._file is not None and self._file.mode == "wb":
+        if self._file.mode == "wb":
             self._file.close()
             self._file = open(self.path, "rb")  # noqa: SIM115 (closed by remove())
         w, h = self.size
@@ -215,11 +170,8 @@ class LowResStore:
         return layers, inputs
 
     def remove(self) -> None:
-        """Free the memory, close and delete the file (it is not an output)."""
+        """Close and delete the file (it is not an output)."""
         self._read.clear()
         self._spare.clear()
-        if self._memory is not None:
-            self._memory.close()
-        if self._file is not None:
-            self._file.close()
+        self._file.close()
         self.path.unlink(missing_ok=True)
