@@ -59,9 +59,10 @@ def test_progress_words_say_what_happens():
 
     started = time.monotonic() - 10
     assert progress_line(0, 96, started).startswith("Starting: reading the video and loading the model")
-    assert progress_line(48, 96, started).startswith("48/96 frames separated, about ")
-    writing = progress_line(96, 96, started)  # the outputs are written after the last frame: no "0 s left"
-    assert writing.startswith("All 96 frames separated; writing") and "left" not in writing
+    # a share, not frames: a run that writes its layers in a second pass counts each frame twice
+    assert progress_line(48, 96, started).startswith("Separating the frames and writing the layers: 50%, about ")
+    finishing = progress_line(96, 96, started)  # the contact sheet and the checks come after: no "0 s left"
+    assert finishing.startswith("All frames separated and the layers written; finishing") and "left" not in finishing
 
 
 def test_app_bad_model_is_one_line(tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_separate_job_writes_its_own_folder_and_zip(tmp_path, tiny_model):
     job = separate_job(jobs, video, Limits(), model=tiny_model, device="cpu", layers="best2",
                        on_progress=lambda done, total: calls.append((done, total)))
     assert job.folder.parent == jobs.dir
-    assert calls[0] == (0, 12) and calls[-1] == (12, 12)
+    assert calls[0] == (0, 12) and calls[-1] == (24, 24)  # the layers are written in a second pass: 2 x 12
     with zipfile.ZipFile(job.zip) as zf:
         assert set(zf.namelist()) == OUTPUTS
         assert json.loads(zf.read("layers.json"))["input"]["frames"] == 12
@@ -204,6 +204,27 @@ def test_cancel_stops_only_that_job_and_removes_its_folder(tmp_path, tiny_model)
     assert list(jobs.dir.iterdir()) == [] and jobs.running == 0
     # the key's flag went with its job: the next one under the same key runs to the end
     assert separate_job(jobs, video, Limits(), model=tiny_model, device="cpu", key="tab-1").result.order
+
+
+def test_cancel_while_the_layers_are_written_stops_the_job(tmp_path, tiny_model, monkeypatch):
+    from centrifuge.separation import sinks
+
+    monkeypatch.setattr(sinks, "COMPOSE_BUDGET", 4 * 2 * 3 * 64 * 48)  # the second pass in chunks of 4 frames
+    video = tmp_path / "in.mp4"
+    make_video(video, frames=16)
+    jobs = Jobs(tmp_path / "jobs")
+    seen = []
+
+    def cancel_in_second_pass(done, total):
+        seen.append((done, total))
+        if done > 16:  # the first chunk of the second pass: 16 frames separated, 4 of them written
+            jobs.cancel("tab-1")
+
+    with pytest.raises(Cancelled):
+        separate_job(jobs, video, Limits(), model=tiny_model, device="cpu", key="tab-1",
+                     on_progress=cancel_in_second_pass)
+    assert seen[-1] == (20, 32)  # stopped at the next chunk, before the end
+    assert list(jobs.dir.iterdir()) == [] and jobs.running == 0
 
 
 def test_a_part_of_the_video_is_separated_at_no_larger_size(tmp_path, tiny_model):

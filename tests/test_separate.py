@@ -207,6 +207,41 @@ def test_interrupted_run_leaves_no_outputs(tmp_path, exc):
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
 
 
+def test_progress_counts_both_passes_and_a_stop_in_the_second_leaves_nothing(tmp_path, tiny_model, monkeypatch,
+                                                                            capsys):
+    """A deferred run (files, ``best2``) counts each frame twice: the model's pass, then the second pass that
+    writes the chosen pair, whose chunks also reach ``on_progress`` (so a callback that raises stops it there)."""
+    from centrifuge.separation import sinks
+
+    monkeypatch.setattr(sinks, "COMPOSE_BUDGET", 8 * 2 * 3 * 32 * 32)  # the second pass in chunks of 8 frames
+    src = tmp_path / "blend.mp4"
+    _blend_video(src)
+    calls = []
+    kw = {"model": tiny_model, "window": 8, "overlap": 4, "device": "cpu"}
+    separate(src, out_dir=tmp_path / "out", on_progress=lambda done, total: calls.append((done, total)), **kw)
+    assert calls[-1] == (80, 80) and {total for _, total in calls} == {80}
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising
+    assert [done for done, _ in calls if done > 40] == [48, 56, 64, 72, 80]
+    err = capsys.readouterr().err
+    assert "separating" in err and "writing layers" in err and "40/40" in err  # two bars on the terminal
+
+    single = []
+    separate(src, out_dir=tmp_path / "all", layers="all", progress=False,
+             on_progress=lambda done, total: single.append((done, total)), **kw)
+    assert single[-1] == (40, 40) and {total for _, total in single} == {40}  # one pass: frames
+
+    seen = []
+
+    def stop(done: int, total: int) -> None:
+        seen.append(done)
+        if done > 40:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        separate(src, out_dir=tmp_path / "stopped", progress=False, on_progress=stop, **kw)
+    assert seen[-1] == 48 and not (tmp_path / "stopped").exists()  # stopped at the second pass's first chunk
+
+
 def _bad_inputs(tmp_path, tiny_model):
     good = tmp_path / "good.mp4"
     _blend_video(good, frames=8)

@@ -449,7 +449,7 @@ def _blend_tab(page: Page) -> None:
         def run(stop: threading.Event) -> tuple:
             if not (path_a and path_b):
                 raise CentrifugeError("a blend needs two clips: upload them, or click an example")
-            report = text.progress_reporter(progress, "frames of the blend", "writing the preview and the sheet")
+            report = text.progress_reporter(progress, "frames of the blend", "making the contact sheets")
             made = blend_job(page.jobs, [path_a, path_b], page.limits, model=page.model_path(model_value),
                              device=page.device, on_progress=guard(stop, report))
             page.sessions.keep(key, made[0], stop)

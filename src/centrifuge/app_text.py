@@ -142,18 +142,20 @@ def downloads_html(files: list[tuple[str, Path]]) -> str:
     return f'<div class="downloads"><p><strong>Downloads</strong></p><ul>{items}</ul></div>'
 
 
-WRITING = "writing the preview, the contact sheet and the downloads"
+WRITING = "finishing the contact sheet, the checks and the downloads"
 
 
 def progress_line(done: int, total: int, started: float, what: str = "frames", finishing: str = WRITING) -> str:
-    """The progress bar's words: what is happening now, and an estimate of what is left once it means something."""
+    """The progress bar's words: what is happening now, and an estimate of what is left once it means something.
+    ``done`` of ``total`` is :func:`centrifuge.separate`'s count, in which a run that writes its layers in a
+    second pass counts each frame twice: it is shown as a share, not as frames."""
     if done <= 0:
         return ("Starting: reading the video and loading the model (a few seconds; the first window of frames "
                 "takes longest)")
     if done >= total:
-        return f"All {total} {what} separated; {finishing}"
+        return f"All {what} separated and the layers written; {finishing}"
     left = (time.monotonic() - started) / done * (total - done)
-    return f"{done}/{total} {what} separated, about {left:.0f} s left"
+    return f"Separating the {what} and writing the layers: {100 * done // total}%, about {left:.0f} s left"
 
 
 def progress_reporter(progress: Any, what: str = "frames", finishing: str = WRITING) -> Callable[[int, int], None]:
@@ -161,7 +163,7 @@ def progress_reporter(progress: Any, what: str = "frames", finishing: str = WRIT
     started = time.monotonic()
 
     def report(done: int, total: int) -> None:
-        progress((done, total), desc=progress_line(done, total, started, what, finishing), unit=what)
+        progress(done / total if total > 0 else None, desc=progress_line(done, total, started, what, finishing))
 
     return report
 

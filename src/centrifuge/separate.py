@@ -125,14 +125,20 @@ def separate(
         window, overlap: clip length given to the model and frames shared by consecutive windows (defaults:
             the model's training clip length or 32, and ``window // 4``).
         fps: frame rate of the outputs (default: the input's average rate; 25 for a frames array).
-        progress: show a progress bar (frames, frames/s, ETA) on stderr.
+        progress: show a progress bar (frames, frames/s, ETA) on stderr, and a second one for the second pass.
         tile: run on spatial tiles of this size (``True``: twice the training size) at full resolution, or at
             ``size`` if given.
         detail: add the input's high-frequency residual to every upsampled layer (``separation/compose.py``).
         overwrite: allow a non-empty ``out_dir`` (files of the same names are replaced).
-        on_progress: called as ``on_progress(frames_done, frames_expected)`` after each written chunk (the
-            expected count is the header's, an estimate for some files). An exception it raises stops the run
-            like any other error: nothing is left under ``out_dir``.
+        on_progress: called as ``on_progress(done, expected)`` after each chunk of frames, in both passes of a
+            deferred run (step 6 above: files with ``layers="best2"``). One count covers the whole run: a
+            deferred run counts each frame twice, ``expected`` being twice the frame count, the first pass
+            (the model) counting up to half of it and the second (composing and encoding the chosen pair and the
+            preview) the rest; otherwise ``done`` counts frames of ``expected``. ``expected`` starts from the
+            header's frame count, an estimate for some files, and is corrected once the first pass has read them
+            all: ``done`` and ``done / expected`` never decrease, and the last call has ``done == expected``.
+            The finish (step 7) is not counted. An exception it raises stops the run like any other error,
+            in either pass: nothing is left under ``out_dir``.
         backend: ``pytorch`` or ``onnxruntime`` (a file written by ``centrifuge export``, on the CPU in fp32);
             None: ``onnxruntime`` for an ``.onnx`` model, else ``pytorch`` (:mod:`centrifuge.backends`).
 
@@ -182,26 +188,50 @@ class _Timer:
 
 
 class _Progress:
-    """The progress bar and the caller's ``on_progress``, after each chunk of final frames."""
+    """The progress bar and the caller's ``on_progress``, after each chunk of final frames and, when the
+    composition is deferred (``sinks.py``), after each chunk of its second pass: a second bar on the terminal
+    ("writing layers"), the second half of one count for ``on_progress`` (see :func:`separate`)."""
 
     def __init__(self, plan: SeparationPlan, stack: contextlib.ExitStack):
-        self.expected, self.callback, self.bar = plan.source.frames_expected, plan.on_progress, None
-        if plan.progress:
-            from tqdm import tqdm
+        self.expected, self.callback, self.stack = plan.source.frames_expected, plan.on_progress, stack
+        self.show, self.passes, self.total = plan.progress, 1, 0
+        self.bar = self._bar("separating", self.expected)
 
-            self.bar = tqdm(total=self.expected, unit="frame", desc="separating", dynamic_ncols=True, leave=True)
-            stack.callback(self.bar.close)
+    def _bar(self, desc: str, total: int) -> Any:
+        if not self.show:
+            return None
+        from tqdm import tqdm
 
-    def update(self, added: int, done: int) -> None:
+        bar = tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, leave=True)
+        self.stack.callback(bar.close)
+        return bar
+
+    def update(self, added: int, done: int, passes: int) -> None:
+        """After a chunk of the first pass (``passes``: 2 when a second pass follows it)."""
+        self.passes = passes
+        if self.bar is not None:
+            self.bar.update(added)
+        if self.callback is not None:  # the first pass counts at most half of a deferred run
+            self.callback(done, passes * max(self.expected, done))
+
+    def finish(self, total: int) -> None:
+        """After the first pass, of ``total`` frames (the header's count can be an estimate)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+            if self.passes == 2:
+                self.bar.close()
+                self.bar = self._bar("writing layers", total)
+        if self.passes == 1 and self.callback is not None and 0 < total < self.expected:
+            self.callback(total, total)  # the estimate was high: the count still ends at its total
+
+    def written(self, added: int, done: int) -> None:
+        """After a chunk of the second pass: ``done`` of the ``total`` frames composed and encoded."""
         if self.bar is not None:
             self.bar.update(added)
         if self.callback is not None:
-            self.callback(done, max(self.expected, done))
-
-    def finish(self, total: int) -> None:
-        if self.bar is not None:  # the header's frame count can be an estimate
-            self.bar.total = total
-            self.bar.refresh()
+            self.callback(self.total + done, 2 * self.total)
 
 
 class _Inputs:
@@ -239,12 +269,12 @@ def _run(plan: SeparationPlan, model: Any, output: Output | None, t_start: float
     stitcher, inputs = WindowStitcher(), _Inputs()
     with contextlib.ExitStack() as stack:
         progress = _Progress(plan, stack)
-        sinks = Sinks(src, plan.layers, plan.detail, runner.geometry, output, timer, stack)
+        sinks = Sinks(src, plan.layers, plan.detail, runner.geometry, output, timer, stack, progress.written)
         for win in windows(src.frames(lambda: timer("decode")), runner.geometry.window, runner.geometry.hop):
             chunk = _stitched(win, runner, stitcher, timer)
             if chunk is not None and (added := sinks.add(chunk, inputs.take(win, runner, chunk.shape[2]),
                                                          win.frames)):
-                progress.update(added, sinks.done)
+                progress.update(added, sinks.done, 2 if sinks.deferred else 1)
         progress.finish(sinks.done)
         if sinks.done == 0 or sinks.stats is None:
             raise CentrifugeError("no frames could be decoded from the input")

@@ -56,12 +56,13 @@ class Kept:
 
 class Sinks:
     """Opened at the first chunk (it tells ``n``): :meth:`add` takes each chunk of final frames, :meth:`close`
-    ends the run (the second pass, when deferred) and closes the layer files."""
+    ends the run (the second pass, when deferred, calling ``written(frames, frames_done)`` after each chunk) and
+    closes the layer files."""
 
     def __init__(self, source: Source, layers: str, detail: bool, geometry: Geometry, output: Output | None,
-                 timer: Timer, stack: contextlib.ExitStack):
+                 timer: Timer, stack: contextlib.ExitStack, written: Callable[[int, int], None] | None = None):
         self.source, self.best2, self.detail, self.geometry = source, layers == "best2", detail, geometry
-        self.output, self.timer, self.stack = output, timer, stack
+        self.output, self.timer, self.stack, self.written = output, timer, stack, written
         self.stats: Stats | None = None
         self.files: LayerFiles | None = None
         self.contact = ContactSheet(source.frames_expected) if output is not None else None
@@ -82,6 +83,11 @@ class Sinks:
             self.store = LowResStore(self.output.path("lowres"), n, self.geometry.size)
         else:
             self.files = self._layer_files(list(range(n)))
+
+    @property
+    def deferred(self) -> bool:
+        """Whether :meth:`close` makes a second pass (known from the first chunk on)."""
+        return self.store is not None
 
     def _layer_files(self, slots: list[int]) -> LayerFiles:
         assert self.output is not None
@@ -167,4 +173,6 @@ class Sinks:
                 low, inputs_low = store.read(slots, start, start + c)
             self._deliver(low, inputs_low, video[:c], start, slots)
             start += c
+            if self.written is not None:  # progress, and the caller's chance to stop the run here
+                self.written(c, start)
         store.remove()
