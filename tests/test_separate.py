@@ -220,8 +220,9 @@ def test_progress_counts_both_passes_and_a_stop_in_the_second_leaves_nothing(tmp
     kw = {"model": tiny_model, "window": 8, "overlap": 4, "device": "cpu"}
     separate(src, out_dir=tmp_path / "out", on_progress=lambda done, total: calls.append((done, total)), **kw)
     assert calls[-1] == (80, 80) and {total for _, total in calls} == {80}
-    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # rising
-    assert [done for done, _ in calls if done > 40] == [48, 56, 64, 72, 80]
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == 80  # never falls, ends at the total
+    assert [d for d in done if d > 40] == [48, 56, 64, 72, 80, 80]  # the second pass's chunks, the finish's batch
     err = capsys.readouterr().err
     assert "separating" in err and "writing layers" in err and "40/40" in err  # two bars on the terminal
 
@@ -229,6 +230,7 @@ def test_progress_counts_both_passes_and_a_stop_in_the_second_leaves_nothing(tmp
     separate(src, out_dir=tmp_path / "all", layers="all", progress=False,
              on_progress=lambda done, total: single.append((done, total)), **kw)
     assert single[-1] == (40, 40) and {total for _, total in single} == {40}  # one pass: frames
+    assert [d for d, _ in single][-2:] == [40, 40]  # the last chunk, then the finish's one batch
 
     seen = []
 
@@ -240,6 +242,17 @@ def test_progress_counts_both_passes_and_a_stop_in_the_second_leaves_nothing(tmp
     with pytest.raises(KeyboardInterrupt):
         separate(src, out_dir=tmp_path / "stopped", progress=False, on_progress=stop, **kw)
     assert seen[-1] == 48 and not (tmp_path / "stopped").exists()  # stopped at the second pass's first chunk
+
+    finish = []
+
+    def stop_in_finish(done: int, total: int) -> None:
+        finish.append(done)
+        if finish.count(80) > 1:  # the count is over: the finish repeats its last call before each batch it reads
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        separate(src, out_dir=tmp_path / "finish", progress=False, on_progress=stop_in_finish, **kw)
+    assert not (tmp_path / "finish").exists()
 
 
 def _bad_inputs(tmp_path, tiny_model):

@@ -137,8 +137,9 @@ def separate(
             preview) the rest; otherwise ``done`` counts frames of ``expected``. ``expected`` starts from the
             header's frame count, an estimate for some files, and is corrected once the first pass has read them
             all: ``done`` and ``done / expected`` never decrease, and the last call has ``done == expected``.
-            The finish (step 7) is not counted. An exception it raises stops the run like any other error,
-            in either pass: nothing is left under ``out_dir``.
+            The finish (step 7) is not counted, but repeats the last call before each batch of the input it
+            reads again. An exception it raises stops the run like any other error, in either pass or the
+            finish: nothing is left under ``out_dir``.
         backend: ``pytorch`` or ``onnxruntime`` (a file written by ``centrifuge export``, on the CPU in fp32);
             None: ``onnxruntime`` for an ``.onnx`` model, else ``pytorch`` (:mod:`centrifuge.backends`).
 
@@ -226,6 +227,15 @@ class _Progress:
         if self.passes == 1 and self.callback is not None and 0 < total < self.expected:
             self.callback(total, total)  # the estimate was high: the count still ends at its total
 
+    def checked(self, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """``batches`` (the finish's reading of the input), the last call repeated before each: no count for the
+        finish, but a callback that raises stops it too."""
+        end = self.passes * self.total
+        for batch in batches:
+            if self.callback is not None:
+                self.callback(end, end)
+            yield batch
+
     def written(self, added: int, done: int) -> None:
         """After a chunk of the second pass: ``done`` of the ``total`` frames composed and encoded."""
         if self.bar is not None:
@@ -279,7 +289,7 @@ def _run(plan: SeparationPlan, model: Any, output: Output | None, t_start: float
         if sinks.done == 0 or sinks.stats is None:
             raise CentrifugeError("no frames could be decoded from the input")
         sinks.close()
-        result = _finish(plan, runner, stitcher, sinks, output, timer, t_start)
+        result = _finish(plan, runner, stitcher, sinks, output, timer, t_start, progress)
         if output is not None:
             result.files = output.publish(result.metadata, dict(zip(result.order, _names(result.order), strict=True)))
     if sinks.kept is not None:
@@ -310,7 +320,7 @@ def _run_record(plan: SeparationPlan, runner: ModelRunner, names: list[str], wri
 
 
 def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher, sinks: Sinks,
-            output: Output | None, timer: _Timer, t_start: float) -> SeparationResult:
+            output: Output | None, timer: _Timer, t_start: float, progress: _Progress) -> SeparationResult:
     """Choose the pair, make the contact sheet and the preview, and record it all (``layers.json``)."""
     assert sinks.stats is not None
     src, total = plan.source, sinks.done
@@ -328,12 +338,12 @@ def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher,
             sinks.contact.write(output.path(CONTACT_NAME), order, names)
             batch = max(1, COMPOSE_BUDGET // (3 * 3 * src.height * src.width))
             files = [output.slot_path(k) for k in chosen]
-            rec = meta["recomposition"]
+            rec, inputs = meta["recomposition"], progress.checked(src.batches(batch))
             if sinks.preview is not None:  # made by the second pass: only the figure is left
-                rec["chosen_pair_encoded"] = encoded_recomposition(src.batches(batch), files, batch)
+                rec["chosen_pair_encoded"] = encoded_recomposition(inputs, files, batch)
             else:
                 rec["chosen_pair_encoded"] = write_preview(
-                    output.path(PREVIEW_NAME), src.rate, src.batches(batch), files, panel_labels(chosen, order),
+                    output.path(PREVIEW_NAME), src.rate, inputs, files, panel_labels(chosen, order),
                     src.width, src.height, batch)
     total_s = time.perf_counter() - t_start
     meta["timings"] = {**{f"{k}_s": round(v, 3) for k, v in timer.t.items()},
