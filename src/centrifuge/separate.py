@@ -14,11 +14,12 @@ them in this order (one pass over the video, and a second over the input for the
 6. **Sinks** (``sinks``): statistics (``stats``), one H.264 file per model slot (``output``), the contact
    sheet's thumbnails (``previews``) and, for a result kept in memory, the layers themselves. With files and
    ``layers="best2"`` (the default) the composition is deferred: every slot is kept at the inference size
-   (``store``), only the frames the statistics read are composed, and after the last window the two most
-   dissimilar slots over the whole video are composed and encoded in a second pass over the input, which
+   (``store``), only the frames the statistics read are composed. After the last window the sinks choose the
+   two most dissimilar slots over the whole video (Sec. 3.2); when deferred, those two are composed and
+   encoded in a second pass over the input, which
    also makes ``preview.mp4`` (``previews``: the input and the chosen layers side by side, from the frames
    handed to the layer files' encoder).
-7. **Finish**: the two most dissimilar layers over the whole video are chosen, ``contact.png`` is made, the
+7. **Finish**: for the pair the sinks chose, ``contact.png`` is made, the
    layer files are decoded against the input once more for ``chosen_pair_encoded`` (and, on the direct way,
    where the pair is known only now, ``preview.mp4`` is made from that reading), and ``layers.json``
    (``stats``) records everything.
@@ -47,7 +48,7 @@ from .separation.previews import encoded_recomposition, panel_labels, write_prev
 from .separation.runner import MIN_SIZE, ModelRunner, load_runner
 from .separation.sinks import Sinks
 from .separation.source import Source, open_source
-from .separation.stats import metadata, most_dissimilar
+from .separation.stats import metadata
 from .separation.stitch import WindowStitcher
 from .separation.windows import Window, windows
 
@@ -321,10 +322,10 @@ def _run_record(plan: SeparationPlan, runner: ModelRunner, names: list[str], wri
 
 def _finish(plan: SeparationPlan, runner: ModelRunner, stitcher: WindowStitcher, sinks: Sinks,
             output: Output | None, timer: _Timer, t_start: float, progress: _Progress) -> SeparationResult:
-    """Choose the pair, make the contact sheet and the preview, and record it all (``layers.json``)."""
-    assert sinks.stats is not None
-    src, total = plan.source, sinks.done
-    chosen = most_dissimilar(sinks.stats.distances())
+    """Make the contact sheet (and the preview, when the second pass did not) for the pair the sinks chose, and
+    record it all (``layers.json``)."""
+    assert sinks.stats is not None and sinks.chosen is not None
+    src, total, chosen = plan.source, sinks.done, sinks.chosen
     order = list(chosen) if plan.layers == "best2" else list(range(sinks.stats.n))
     names = _names(order)
     t_proc = time.perf_counter() - t_start

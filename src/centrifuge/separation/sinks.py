@@ -69,6 +69,7 @@ class Sinks:
         self.kept = Kept() if source.array is not None or output is None else None
         self.store: LowResStore | None = None
         self.preview: PreviewVideo | None = None  # made here only by the second pass
+        self.chosen: tuple[int, int] | None = None  # the most dissimilar pair (Sec. 3.2), set by close()
         self.done = 0
 
     def _open(self, n: int) -> None:
@@ -142,7 +143,10 @@ class Sinks:
         return self.timer("finish") if sink is self.preview else contextlib.nullcontext()
 
     def close(self) -> None:
-        """After the last chunk: the second pass (deferred), then the layer files and the preview closed."""
+        """After the last chunk: the pair chosen, the second pass (deferred), then the layer files and the
+        preview closed."""
+        assert self.stats is not None
+        self.chosen = most_dissimilar(self.stats.distances())
         if self.store is not None:
             self._second_pass(self.store)
         if self.files is not None:
@@ -154,8 +158,8 @@ class Sinks:
 
     def _second_pass(self, store: LowResStore) -> None:
         """Decode the input again; compose the chosen pair from the store, encode it and its preview."""
-        assert self.stats is not None and self.output is not None
-        slots = list(most_dissimilar(self.stats.distances()))
+        assert self.chosen is not None and self.output is not None
+        slots = list(self.chosen)
         self.files = self._layer_files(slots)
         src = self.source
         self.preview = self.stack.enter_context(PreviewVideo(
