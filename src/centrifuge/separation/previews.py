@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..frames import resize_frames
 from ..video import iter_frames
 from ..video_writer import VideoWriter
 from .output import CRF, LAYER_NAME, X264_PRESET
@@ -99,14 +99,13 @@ def panel_labels(chosen: tuple[int, int] | list[int], order: list[int]) -> list[
 def _fit(frames: np.ndarray, ph: int, pw: int) -> np.ndarray:
     """``uint8 [c, H, W, 3]`` frames resized to ``ph`` x ``pw`` (bilinear, antialiased when shrinking).
 
-    Resized in uint8 as channels-last images (torch's integer path: 10-20x faster than through float planes,
-    within one level of it); the result is a ``[c, ph, pw, 3]`` view."""
+    Resized in uint8 as channels-last images (:func:`~centrifuge.frames.resize_frames` on the frames as they lie:
+    torch's integer path, 10-20x faster than through float planes, within one level of it); the result is a
+    ``[c, ph, pw, 3]`` view."""
     if frames.shape[1:3] == (ph, pw):
         return frames
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    shrink = ph < frames.shape[1] or pw < frames.shape[2]
-    y = F.interpolate(x, size=(ph, pw), mode="bilinear", align_corners=False, antialias=shrink)
-    return y.permute(0, 2, 3, 1).numpy()
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)
+    return resize_frames(x, (ph, pw)).permute(1, 2, 3, 0).numpy()
 
 
 class PreviewVideo:
