@@ -7,7 +7,7 @@ import pytest
 import torch
 from reference_counts import decoder_parameters, i3d_parameters
 
-from centrifuge.checkpoint import load_model, read_model_info
+from centrifuge.checkpoint import CheckpointError, load_model, read_model_info
 from centrifuge.demo import BLEND_CLIPS, FRAMES, SIZE, asset
 from centrifuge.evaluate import evaluate_clips, load_clips
 from centrifuge.model import ModelConfig, Predictor
@@ -46,3 +46,12 @@ def test_the_packaged_model_beats_the_identity_on_the_demo_blend(packaged):
     # is the identity (ratio 1.0); random weights are worse still.
     assert r["ratio"] < 0.9, r
     assert r["psnr_db"] > r["identity_psnr_db"] + 1.5, r
+
+
+def test_default_names_the_packaged_model_unless_such_a_path_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, _, packaged_path = read_model_info(None)
+    assert read_model_info("default")[2] == packaged_path
+    (tmp_path / "default").mkdir()  # a run folder called "default" is the user's, and it has no weights
+    with pytest.raises(CheckpointError, match="no such model"):
+        read_model_info("default")

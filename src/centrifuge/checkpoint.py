@@ -154,13 +154,18 @@ def remove_checkpoint(run_dir: str | Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+DEFAULT_NAME = "default"
+
+
 def default_model_path() -> Path:
     """The model shipped inside the package."""
     return Path(str(resources.files("centrifuge").joinpath("weights", DEFAULT_MODEL_NAME)))
 
 
 def _weights_file(path: str | Path | None) -> Path:
-    if path is None:
+    # "default" names the packaged model in every command (as train --init and export take it), unless a
+    # folder or file of that name is in the working directory.
+    if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
         p = default_model_path()
         if not p.is_file():
             raise CheckpointError("no default model is installed with this package; pass --model PATH")

@@ -79,7 +79,7 @@ def write_json(path: str | Path, data: Any, overwrite: bool = False) -> None:
 
 #: The flags several commands share, each with its one definition: name -> (flag, ``add_argument`` keywords).
 SHARED_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "model": ("--model", {"help": "model file or run folder (default: the packaged model)"}),
+    "model": ("--model", {"help": "model file, run folder, or default (the packaged model, used without this flag)"}),
     "device": ("--device", {"default": "auto", "help": "auto, cpu, cuda or cuda:N (default: auto)"}),
     "precision": ("--precision", {"default": "auto", "choices": ["auto", "fp32", "bf16", "fp16"],
                                   "help": "autocast precision (default: bf16 on GPUs that have it and on CPUs "

@@ -15,7 +15,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        "report the mean permutation-invariant loss and matched-layer PSNR of the identity "
                        "baseline and of the model.")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
-    add_shared_args(p, "model", model="model file or run folder (default: the packaged model), or an .onnx file "
+    add_shared_args(p, "model", model="model file, run folder, or default (the packaged model, used without "
+                   "this flag), or an .onnx file "
                    "written by `centrifuge export`")
     p.add_argument("--frames", type=int_at_least(1), default=32, help="clip length of each blend (default 32)")
     p.add_argument("--size", type=int_at_least(8), default=112,

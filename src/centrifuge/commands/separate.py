@@ -19,7 +19,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "window, so memory does not grow with its length.")
     p.add_argument("input", metavar="INPUT", help="video file")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    add_shared_args(p, "model", model="model file or run folder (default: the packaged model), or an .onnx file "
+    add_shared_args(p, "model", model="model file, run folder, or default (the packaged model, used without "
+                   "this flag), or an .onnx file "
                    "written by `centrifuge export`")
     p.add_argument("--layers", choices=["best2", "all"], default="best2",
                    help="best2: the two most dissimilar layers (default); all: every output layer")
