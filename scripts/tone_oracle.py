@@ -6,7 +6,8 @@ For every pair of the videos (the blends of `centrifuge evaluate`: 32 frames, 11
 clips), each true layer L_k is approximated by the best least-squares gain and offset of the blend V,
 O_k = a V + b, fitted per colour channel:
 
-- *global*: one (a, b) per channel for the whole clip (a brightness or colour shift of the input);
+- *global*: one (a, b) per channel for the whole clip (a brightness or colour shift of the input;
+  `centrifuge.tone.tone_oracle`, which `evaluate` reports);
 - *block*: one (a, b) per channel, frame and ``--block``-pixel square (a tone that varies across the frame).
 
 The outputs are clipped to [-1, 1] and scored as `evaluate` scores a model (Eq. 3, permutation invariant,
@@ -29,15 +30,7 @@ from centrifuge.data import all_pairs
 from centrifuge.evaluate import load_clips
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.sources import video_files
-
-
-def affine_fit(v: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """``a v + b`` with ``a``, ``b`` the least-squares fit of ``target`` over ``dims``."""
-    vm, tm = v.mean(dims, keepdim=True), target.mean(dims, keepdim=True)
-    cov = ((v - vm) * (target - tm)).mean(dims, keepdim=True)
-    var = ((v - vm) ** 2).mean(dims, keepdim=True)
-    a = cov / var.clamp_min(1e-6)
-    return a * (v - vm) + tm
+from centrifuge.tone import affine_fit, tone_oracle
 
 
 def blocks(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,7 +48,7 @@ def oracle_ratios(clips: torch.Tensor, block: int) -> list[dict[str, float]]:
         mix = blend(targets[:, 0], targets[:, 1], 0.5)
         identity, _ = pit_loss(identity_outputs(mix, 2), targets)
         v = mix[:, None].expand_as(targets)
-        glob = affine_fit(v, targets, (-3, -2, -1)).clamp(-1, 1)
+        glob = tone_oracle(mix, targets)
         vb, tb = blocks(v, block), blocks(targets, block)
         local = affine_fit(vb, tb, (-2, -1)).transpose(-3, -2).flatten(-4, -3).flatten(-2, -1).clamp(-1, 1)
         cropped = targets[..., : local.shape[-2], : local.shape[-1]]

@@ -36,7 +36,17 @@ def test_evaluate_cli_json(videos, model_file, tmp_path, capsys):
         assert key in res
     assert res["pairs"] == 3
     assert res["ratio"] == pytest.approx(res["model_loss"] / res["identity_loss"])
-    assert "model / identity" in capsys.readouterr().out
+    # the tone oracle: its loss and ratio overall and per pair, and the pairs where the model is below it
+    assert res["tone_oracle_ratio"] == pytest.approx(res["tone_oracle_loss"] / res["identity_loss"])
+    assert 0 < res["tone_oracle_ratio"] < 1
+    rows = res["per_pair"]
+    assert res["beats_tone_oracle"] == sum(r["model_loss"] < r["tone_oracle_loss"] for r in rows)
+    for r in rows:
+        assert r["tone_oracle_ratio"] == pytest.approx(r["tone_oracle_loss"] / r["identity_loss"])
+    printed = capsys.readouterr().out
+    assert "model / identity" in printed
+    assert f"| tone oracle / identity | {res['tone_oracle_ratio']:.3f} |" in printed
+    assert f"model beats the tone oracle on {res['beats_tone_oracle']} of 3 pairs" in printed
     # the same figures from the Python API
     clips = load_clips(videos, 4, 32)
     from centrifuge.checkpoint import load_model
@@ -44,6 +54,7 @@ def test_evaluate_cli_json(videos, model_file, tmp_path, capsys):
     model, _ = load_model(model_file)
     again = evaluate_clips(model, clips, [(0, 1), (0, 2), (1, 2)])
     assert again["model_loss"] == pytest.approx(res["model_loss"], rel=1e-5)
+    assert again["tone_oracle_loss"] == pytest.approx(res["tone_oracle_loss"], rel=1e-5)
     # an existing JSON is not overwritten without being asked
     assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out)]) == 2
     assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--pairs", "1",
@@ -100,6 +111,9 @@ def test_exclude_trained_scores_only_pairs_of_unseen_clips(tmp_path, capsys):
     assert sorted(tuple(r["clips"]) for r in res["per_pair"]) == [("u0.mp4", "u1.mp4"), ("u0.mp4", "u2.mp4"),
                                                                    ("u1.mp4", "u2.mp4")]
     assert "| u0.mp4 | u1.mp4 |" in printed
+    assert "tone oracle / identity loss" in printed
+    for r in res["per_pair"]:  # --per-pair: the oracle's ratio beside the model's
+        assert f"| {r['ratio']:.3f} | {r['tone_oracle_ratio']:.3f} |" in printed
     # a weights file that does not list its training videos cannot say what to leave out
     cfg = ModelConfig(n_layers=2, width=0.125)
     save_weights(tmp_path / "bare.safetensors", build_model(cfg), cfg)

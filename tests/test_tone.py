@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from centrifuge.tone import PairwiseGradientCorrelation, gradient_correlation, split_kind
+from centrifuge.tone import PairwiseGradientCorrelation, gradient_correlation, split_kind, tone_oracle
 
 
 def _video(seed: int, t: int = 4, h: int = 24, w: int = 32) -> torch.Tensor:
@@ -99,3 +100,110 @@ def test_separate_records_content_or_tone_for_the_chosen_layers(tmp_path):
 
     row = next(line for line in figures_markdown(result.metadata).splitlines() if "content or tone" in line)
     assert f"{tone['chosen_pair']:.2f}: tonal variants" in row
+
+
+# ---- the global tone oracle
+
+
+def test_tone_oracle_is_exact_when_each_layer_is_a_tone_of_the_blend():
+    mix = torch.stack([_video(7), _video(8)])  # two blends, each with its own tones: fitted per blend
+    gain, offset = torch.tensor([0.3, 0.5, -0.4]).view(3, 1, 1, 1), torch.tensor([0.1, -0.2, 0.0]).view(3, 1, 1, 1)
+    targets = torch.stack([torch.stack([mix[0], mix[0] * gain + offset]), torch.stack([0.5 * mix[1] - 0.3, -mix[1]])])
+    out = tone_oracle(mix, targets)
+    assert out.shape == targets.shape
+    assert (out - targets).abs().max().item() < 1e-5
+    from centrifuge.losses import pit_loss
+
+    assert pit_loss(out, targets)[0].max().item() < 1e-5
+
+
+def test_tone_oracle_is_the_least_squares_fit_per_channel_clipped():
+    # a reference from NumPy: lstsq of each layer's channel on [blend, 1]; a layer far brighter than the blend
+    # makes the fit leave [-1, 1], where the oracle clips it
+    a, b = _video(9), _video(10)
+    targets = torch.stack([a, (b + 0.9).clamp(max=1)])[None]
+    mix = 0.5 * (targets[:, 0] + targets[:, 1])
+    out = tone_oracle(mix, targets)[0].double().numpy()
+    v = mix[0].double().numpy()
+    for k in range(2):
+        for c in range(3):
+            design = np.stack([v[c].ravel(), np.ones(v[c].size)], 1)
+            coef = np.linalg.lstsq(design, targets[0, k, c].double().numpy().ravel(), rcond=None)[0]
+            expected = np.clip(design @ coef, -1, 1)
+            assert np.abs(out[k, c].ravel() - expected).max() < 1e-5
+    assert out.max() == 1.0  # the clipping was exercised
+
+
+def test_tone_oracle_never_has_a_larger_squared_error_than_the_identity():
+    # The identity (gain 1, offset 0) is one of the fits least squares chooses among, and clipping to [-1, 1]
+    # only moves a value towards any target inside it: so per layer the oracle's squared error is at most the
+    # identity's. (Eq. 3 is an L1 loss of pixels and gradients, where no such bound holds.)
+    for seed in range(4):
+        targets = torch.stack([torch.stack([_video(20 + seed), _video(30 + seed) * 0.4 - 0.1])])
+        alpha = 0.2 + 0.2 * seed
+        mix = alpha * targets[:, 0] + (1 - alpha) * targets[:, 1]
+        oracle_mse = ((tone_oracle(mix, targets) - targets) ** 2).mean((-4, -3, -2, -1))
+        identity_mse = ((mix[:, None] - targets) ** 2).mean((-4, -3, -2, -1))
+        assert (oracle_mse <= identity_mse + 1e-7).all(), (seed, oracle_mse, identity_mse)
+        assert (oracle_mse < 0.96 * identity_mse).all()  # and it does better here: a real fit, not the identity
+
+
+def test_evaluate_reports_the_tone_oracle_with_and_without_a_model():
+    from centrifuge.evaluate import evaluate_clips, format_table
+
+    c = _video(11, 4, 32, 32)
+    clips = torch.stack([c, 0.3 * c + 0.1, _video(12, 4, 32, 32)])  # clip 1 is a tone of clip 0
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    bare = evaluate_clips(None, clips, pairs, batch_size=2)
+    rows = bare["per_pair"]
+    assert rows[0]["tone_oracle_loss"] < 1e-5  # blend and both layers are tones of one clip
+    assert all(0.05 < r["tone_oracle_loss"] < r["identity_loss"] for r in rows[1:])
+    for r in rows:
+        assert r["tone_oracle_ratio"] == r["tone_oracle_loss"] / r["identity_loss"]
+    mean_oracle = sum(r["tone_oracle_loss"] for r in rows) / 3
+    assert abs(bare["tone_oracle_loss"] - mean_oracle) < 1e-9
+    assert abs(bare["tone_oracle_ratio"] - mean_oracle / bare["identity_loss"]) < 1e-9
+    assert bare["model_loss"] is None and bare["beats_tone_oracle"] is None
+    table = format_table(bare)
+    assert "tone oracle (knows the true layers, only re-tones the blend)" in table
+    assert f"| {bare['tone_oracle_ratio']:.3f} |" in table and "model beats" not in table
+    skipped = evaluate_clips(None, clips, pairs, with_tone_oracle=False)
+    assert skipped["tone_oracle_loss"] is None and skipped["identity_loss"] == bare["identity_loss"]
+
+
+class _Truth(torch.nn.Module):
+    """Outputs the true layers of each blend of ``clips`` (looked up by the blend) or, with ``identity``, the
+    blend twice."""
+
+    def __init__(self, clips: torch.Tensor, identity: bool = False) -> None:
+        super().__init__()
+        self.clips, self.identity = clips, identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return torch.stack([x, x], 1)
+        n = len(self.clips)
+        blends = {(i, j): 0.5 * (self.clips[i] + self.clips[j]) for i in range(n) for j in range(i + 1, n)}
+        found = [next(p for p, m in blends.items() if torch.equal(m, v)) for v in x]
+        return torch.stack([torch.stack([self.clips[i], self.clips[j]]) for i, j in found])
+
+
+def test_beats_tone_oracle_counts_the_pairs_where_the_model_is_below_it():
+    from centrifuge.evaluate import evaluate_clips, format_table
+
+    # clips of different contrast and brightness: re-toning the blend gets closer to each of them
+    clips = torch.stack([_video(s, 4, 32, 32) * (0.3 + 0.2 * k) + 0.1 * k - 0.2 for k, s in enumerate(range(13, 17))])
+    pairs = [(0, 1), (0, 2), (1, 3), (2, 3), (0, 3)]
+    truth = evaluate_clips(_Truth(clips), clips, pairs, batch_size=2)
+    assert truth["model_loss"] < 1e-6 and truth["beats_tone_oracle"] == 5
+    assert "model beats the tone oracle on 5 of 5 pairs" in format_table(truth)
+    same = evaluate_clips(_Truth(clips, identity=True), clips, pairs, batch_size=2)
+    assert all(r["tone_oracle_loss"] < 0.97 * r["model_loss"] for r in same["per_pair"])
+    assert same["beats_tone_oracle"] == 0
+    assert "model beats the tone oracle on 0 of 5 pairs" in format_table(same)
+    # Clips of one contrast and brightness: the fit is about the identity, and on one pair its Eq. 3 loss (L1,
+    # where least squares promises nothing) is a little above it; the identity model then counts as beating it.
+    clips = torch.stack([_video(s, 4, 32, 32) for s in range(13, 17)])
+    same = evaluate_clips(_Truth(clips, identity=True), clips, pairs)
+    above = [k for k, r in enumerate(same["per_pair"]) if r["tone_oracle_loss"] > r["model_loss"]]
+    assert above == [2] and same["beats_tone_oracle"] == 1

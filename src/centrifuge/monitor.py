@@ -67,7 +67,8 @@ class Validator:
         model.eval()  # BatchNorm running averages, as at evaluation
         try:
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                return evaluate_clips(model, self.clips, self.pairs, device=self.device)
+                # the tone oracle does not change from one validation to the next: not recomputed each time
+                return evaluate_clips(model, self.clips, self.pairs, device=self.device, with_tone_oracle=False)
         finally:
             model.train(was_training)
 

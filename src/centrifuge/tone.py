@@ -6,6 +6,10 @@ edges in each. The figure is the correlation of the two layers' spatial gradient
 over the channels. Gradients ignore each layer's per-channel offset and the normalised correlation ignores its
 per-channel gain, so a layer's mean and scale drop out: tonal variants of one picture score about 1, unrelated
 content about 0, inverted structure below 0.
+
+The other side of the question: how far tone alone goes. :func:`tone_oracle` re-tones the blend into each true
+layer as well as one gain and offset per channel can, knowing the layers; a model that scores near it separates
+by tone, not content.
 """
 
 from __future__ import annotations
@@ -60,3 +64,23 @@ def gradient_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def split_kind(correlation: float) -> str:
     """``"tone"`` for a tonal split, ``"content"`` otherwise (see :data:`TONAL_AT`)."""
     return "tone" if correlation >= TONAL_AT else "content"
+
+
+def affine_fit(v: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``a v + b`` with ``a``, ``b`` the least-squares fit of ``target`` by ``v`` over ``dims`` (one pair per
+    index of the other axes; ``v`` broadcasts against ``target``; a flat ``v`` gives ``target``'s mean)."""
+    vm, tm = v.mean(dims, keepdim=True), target.mean(dims, keepdim=True)
+    cov = ((v - vm) * (target - tm)).mean(dims, keepdim=True)
+    var = ((v - vm) ** 2).mean(dims, keepdim=True)
+    return cov / var.clamp_min(1e-6) * (v - vm) + tm
+
+
+def tone_oracle(mix: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The best a tone-only split can do: each true layer approximated by one gain and offset of the blend per
+    colour channel over the whole clip, fitted by least squares knowing the layers, clipped to [-1, 1].
+
+    ``mix`` ``[B, 3, T, H, W]``, ``targets`` ``[B, k, 3, T, H, W]`` -> ``[B, k, 3, T, H, W]``, in the targets'
+    order. It knows the answer, so it is a reference, not a method: a model near it only re-tones the blend.
+    The identity (gain 1, offset 0) is one of its choices, so its squared error is never above the identity's.
+    """
+    return affine_fit(mix.unsqueeze(1), targets, (-3, -2, -1)).clamp(-1, 1)

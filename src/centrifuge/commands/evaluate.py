@@ -13,7 +13,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="PIT loss and PSNR of a model on blended pairs, against the identity",
                        description="Blend pairs of distinct videos (alpha = 0.5, centre window and crop) and "
                        "report the mean permutation-invariant loss and matched-layer PSNR of the identity "
-                       "baseline and of the model.")
+                       "baseline and of the model, and the loss of a tone oracle (each true layer as the best gain "
+                       "and offset of the blend, fitted knowing the layers: what re-toning alone reaches).")
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR")
     add_shared_args(p, "model", model="model file, run folder, or default (the packaged model, used without "
                    "this flag), or an .onnx file "

@@ -43,7 +43,8 @@ def evaluate_pairs(model: torch.nn.Module | None, frames: np.ndarray, pairs: Seq
     for chunk in _chunks(pairs, batch_size):
         clips, local = _gather(frames, chunk)
         with _autocast(device):
-            result = evaluate_clips(model, clips, local, batch_size=len(local), device=device)
+            result = evaluate_clips(model, clips, local, batch_size=len(local), device=device,
+                                   with_tone_oracle=False)  # pairs.csv does not carry it
         for (a, b), row in zip(chunk, result["per_pair"], strict=True):
             rows.append({**row, "a": a, "b": b})
     return rows
