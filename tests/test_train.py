@@ -12,12 +12,13 @@ from helpers import broken_compile, make_video
 from safetensors.torch import load_file
 
 import centrifuge.train as train_module
-from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, load_model
+from centrifuge.checkpoint import CONFIG, LIVE_WEIGHTS, WEIGHTS, load_model, read_model_info
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset
 from centrifuge.distributed import split_batch
 from centrifuge.errors import CheckpointError
+from centrifuge.evaluate import trained_clip_names
 from centrifuge.model import ModelConfig
 from centrifuge.monitor import Validator
 from centrifuge.train import train
@@ -251,6 +252,19 @@ def test_init_fine_tunes_from_given_weights(videos, tmp_path):
     assert weights and all(torch.equal(a[k], b[k]) for k in weights)
     with pytest.raises(CheckpointError):
         train(TINY, tiny_config(videos, tmp_path / "x", iterations=1, init=str(tmp_path / "missing")), progress=False)
+
+
+def test_init_default_starts_from_the_packaged_model(videos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no folder called "default" here: the name means the packaged model
+    tuned = tmp_path / "tuned"
+    state = train(TINY, tiny_config(videos, tuned, iterations=1, lr=0.0, init="default"), progress=False)
+    packaged = load_model(None)[0].state_dict()
+    assert state["model"] == read_model_info(None)[0].to_dict() != TINY.to_dict()
+    b = load_file(str(tuned / WEIGHTS))
+    weights = [k for k in packaged if k.endswith("weight") and packaged[k].dim() == 5]
+    assert weights and all(torch.equal(packaged[k], b[k]) for k in weights)
+    # the clips an evaluation leaves out follow --init to the packaged model's list, as well as the run's own
+    assert trained_clip_names(tuned) == {Path(v).name for v in videos} | set(read_model_info(None)[1]["trained_on"])
 
 
 def test_cli_model_flags_reach_the_run(videos, tmp_path):

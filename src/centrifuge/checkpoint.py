@@ -163,8 +163,8 @@ def default_model_path() -> Path:
 
 
 def _weights_file(path: str | Path | None) -> Path:
-    # "default" names the packaged model in every command (as train --init and export take it), unless a
-    # folder or file of that name is in the working directory.
+    # "default" names the packaged model wherever a model is read (--model, --init, export), unless a folder
+    # or file of that name is in the working directory.
     if path is None or (str(path) == DEFAULT_NAME and not Path(path).exists()):
         p = default_model_path()
         if not p.is_file():
@@ -194,7 +194,7 @@ def read_model_info(path: str | Path | None = None) -> tuple[ModelConfig, dict[s
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Build and load a model for inference (``eval()`` mode: BatchNorm uses its moving averages).
 
-    ``path``: a ``.safetensors`` file, a run folder, or ``None`` for the packaged default model.
+    ``path``: a ``.safetensors`` file, a run folder, or ``None`` or ``"default"`` for the packaged default model.
     Returns ``(model, info)`` with ``info`` holding ``config``, ``path`` and the saved metadata.
     """
     cfg, info, p = read_model_info(path)

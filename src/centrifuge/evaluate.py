@@ -116,8 +116,8 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
     """File names of the videos a model was trained on, to leave them out of an evaluation.
 
     ``model``: a run folder (its ``config.json``, following ``--init`` to the runs and weights it started
-    from), a weights file whose metadata lists them (``trained_on``), or None for the packaged model. Clips
-    are matched by file name, which survives copying a model to another machine.
+    from), a weights file whose metadata lists them (``trained_on``), or None or ``"default"`` for the packaged
+    model. Clips are matched by file name, which survives copying a model to another machine.
     """
 
     run = Path(model) if model is not None else None
@@ -125,7 +125,7 @@ def trained_clip_names(model: str | Path | None) -> set[str]:
         _, cfg, _ = read_run_config(run)
         names = {p.name for p in training_videos(cfg)}
         if cfg.init:
-            names |= trained_clip_names(None if cfg.init == "default" else cfg.init)
+            names |= trained_clip_names(cfg.init)
         return names
     _, info, path = read_model_info(model)
     if "trained_on" not in info:

@@ -234,13 +234,12 @@ def _starting_point(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig,
         start = _Start(ckpt["model_cfg"], ckpt["cfg"], ckpt, state=ckpt["state"], step=int(ckpt["state"]["step"]))
     else:
         start = _Start(*on_rank0(dist, lambda: (model_cfg, cfg)))
-    init_path = None if start.cfg.init == "default" else start.cfg.init
     if ckpt is None and start.cfg.init:
         # Fine-tuning: the architecture comes with the weights. Rank 0 reads them; DDP hands them to the others.
-        start.model_cfg = on_rank0(dist, lambda: read_model_info(init_path)[0])
+        start.model_cfg = on_rank0(dist, lambda: read_model_info(start.cfg.init)[0])
     check_layers_for_blends(start.model_cfg, start.cfg)
     if ckpt is None and start.cfg.init and dist.is_main:
-        start.init_weights = load_model(init_path)[0].state_dict()
+        start.init_weights = load_model(start.cfg.init)[0].state_dict()
         log.info("starting from the weights of %s", start.cfg.init)
     return start
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(output, args.overwrite)
     if fmt == "onnx":
         require("onnx", "onnxscript")  # before loading anything
-    model, info = load_model(None if args.model == "default" else args.model)
+    model, info = load_model(args.model)
     if fmt == "onnx":
         export_onnx(model, output, args.opset or ONNX_OPSET,
                     metadata={"centrifuge_config": info["config"], "centrifuge_info": _saved_info(info)})
