@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+import two_trees
 
 
 def worker(clip: str, precision: str, calls: int, dump: str) -> None:
@@ -55,11 +56,7 @@ def worker(clip: str, precision: str, calls: int, dump: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("clip", type=Path)
-    p.add_argument("--before", type=Path, required=True, help="the other tree's src folder")
-    p.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1] / "src")
-    p.add_argument("--rounds", type=int, default=3)
+    p = two_trees.parser(__doc__)
     p.add_argument("--calls", type=int, default=4, help="timed calls per process (default 4)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--worker", nargs=2, metavar=("PRECISION", "DUMP"), help=argparse.SUPPRESS)
@@ -77,7 +74,7 @@ def main() -> None:
                 for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
                     cmd = [sys.executable, __file__, str(args.clip), "--before", str(trees[name]), "--calls",
                            str(args.calls), "--worker", precision, f"{tmp}/{name}-{precision}.pt"]
-                    env = {**os.environ, "PYTHONPATH": str(trees[name])}
+                    env = two_trees.tree_env(trees[name])
                     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                     if done.returncode != 0:
                         raise SystemExit(f"{trees[name]}: the model call failed:\n{done.stderr[-2000:]}")

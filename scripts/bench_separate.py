@@ -17,7 +17,6 @@ figure by figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import two_trees
 
 STAGES = ["decode", "inference", "stitch", "compose", "encode", "finish"]
 
@@ -53,7 +53,7 @@ def make_clip(src: Path, dst: Path, width: int, height: int, frames: int) -> Non
 
 def run(tree: Path, clip: Path, out: Path) -> dict[str, Any]:
     """One separation with ``tree`` first on the path: its timings and peak memory (MB)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = two_trees.tree_env(tree)
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "centrifuge", "separate", str(clip), "-o", str(out),
            "--no-progress"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -106,11 +106,7 @@ def compare(a: Path, b: Path) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("clip", type=Path)
-    p.add_argument("--before", type=Path, required=True, help="the other tree's src folder")
-    p.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1] / "src")
-    p.add_argument("--rounds", type=int, default=3)
+    p = two_trees.parser(__doc__)
     p.add_argument("--make", help="WxH: run on the clip's first --frames frames resized to this size")
     p.add_argument("--frames", type=int, default=64)
     p.add_argument("--log", type=Path, help="append each run's figures to this file as a JSON line as it ends")
