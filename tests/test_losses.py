@@ -17,6 +17,7 @@ from centrifuge.losses import (
     pit_loss,
     psnr,
     reconstruction_loss,
+    tone_free_loss,
 )
 
 
@@ -157,3 +158,37 @@ def test_compiled_pit_loss_falls_back_to_eager(monkeypatch, caplog):
         fn = compiled_pit_loss(2, (1, 2, 3, 1, 4, 4))
     assert fn is pit_loss
     assert "no compiler here" in caplog.text
+
+
+def test_tone_free_loss_scores_every_retoned_blend_alike_and_true_content_zero():
+    # the term's point: a re-toned copy of the blend gains nothing over the blend itself; the true layer,
+    # in any tone, scores 0 (up to the gain fit's rounding)
+    layers = _videos(2, 2, 3, 3, 10, 9, seed=3)
+    target = layers[:, :1]
+    m = mix(layers)[:, None]
+    per_channel = (slice(None), None, None, None)
+    tinted = m * torch.tensor([1.6, 0.7, 1.2])[per_channel] + torch.tensor([0.1, -0.3, 0.2])[per_channel]
+    torch.testing.assert_close(tone_free_loss(tinted, target), tone_free_loss(m, target))
+    assert (tone_free_loss(m, target) > 0.1).all()
+    assert (tone_free_loss(0.5 * target - 0.2, target) < 1e-4).all()
+    assert (reconstruction_loss(0.5 * target - 0.2, target) > 0.1).all()  # the paper's Eq. 3 is not tone-free
+
+
+def test_pit_loss_with_tone_free_term_adds_it_for_the_chosen_pairs_and_compiles_alike():
+    torch.manual_seed(1)
+    out = torch.randn(2, 3, 3, 2, 12, 10, requires_grad=True)
+    tgt = torch.randn(2, 2, 3, 2, 12, 10)
+    loss, assign = pit_loss(out, tgt, tone_free=0.5)
+    matrix = pairwise_loss(out.detach(), tgt) + 0.5 * torch.stack(
+        [tone_free_loss(out.detach(), tgt[:, j:j + 1]) for j in range(2)], dim=-1)
+    ref_loss, ref_assign = pit_from_matrix(matrix)
+    torch.testing.assert_close(loss.detach(), ref_loss)
+    assert torch.equal(assign, ref_assign)
+    loss.sum().backward()
+    fn = compiled_pit_loss(3, tuple(tgt.shape), tone_free=0.5)
+    ref = out.detach().clone().requires_grad_(True)
+    c_loss, c_assign = fn(ref, tgt)
+    c_loss.sum().backward()
+    torch.testing.assert_close(c_loss, loss)
+    assert torch.equal(c_assign, assign)
+    torch.testing.assert_close(ref.grad, out.grad)

@@ -103,3 +103,19 @@ def test_bf16_training_is_refused_on_cpus_without_amx(monkeypatch):
     check_cpu_bf16_training(torch.bfloat16, torch.device("cuda"))  # GPUs have their own kernels
     monkeypatch.setattr(centrifuge.devices, "cpu_has_fast_bf16", lambda: True)
     check_cpu_bf16_training(torch.bfloat16, cpu)
+
+
+@pytest.mark.parametrize("compile_loss", [False, True])
+def test_a_run_trains_on_the_tone_free_loss_when_asked(compile_loss):
+    # --tone-free-loss reaches the loss a training step minimises, compiled or eager
+    from centrifuge.config import TrainConfig
+    from centrifuge.training_step import make_optimizer, new_run
+
+    model_cfg = ModelConfig(width=0.125, n_layers=3)
+    model = build_model(model_cfg)
+    cfg = TrainConfig(frames=4, size=16, videos_per_blend=2, tone_free_loss=0.5, compile_loss=compile_loss)
+    run = new_run(model_cfg, cfg, torch.device("cpu"), model, make_optimizer(model, cfg), None,
+                  torch.contiguous_format, micro=2)
+    out, tgt = torch.randn(2, 3, 3, 4, 16, 16), torch.randn(2, 2, 3, 4, 16, 16)
+    torch.testing.assert_close(run.loss_fn(out, tgt)[0], pit_loss(out, tgt, tone_free=0.5)[0])
+    assert (run.loss_fn(out, tgt)[0] > pit_loss(out, tgt)[0]).all()

@@ -39,6 +39,7 @@ class TrainConfig:
     photos: list[str] = field(default_factory=list)
     cutouts: list[str] = field(default_factory=list)
     photo_fraction: float = 0.5  # probability that a layer is rendered from photos (1 without videos)
+    tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     frames: int = 32
     size: int = 112
@@ -166,7 +167,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
         if value is not None and value < low:
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
     for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction",
-                 "synth_motion"):
+                 "synth_motion", "tone_free_loss"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
@@ -184,6 +185,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--grad-clip {cfg.grad_clip} (train.grad_clip) must be positive (or unset)")
     if cfg.resize_factor < 1.0:
         raise ValueError(f"--resize-factor {cfg.resize_factor}: the crop must fit, so it must be at least 1.0")
+    if cfg.tone_free_loss < 0:
+        raise ValueError(f"--tone-free-loss {cfg.tone_free_loss} (train.tone_free_loss) must be at least 0")
     if cfg.ema and not 0 < cfg.ema < 1:
         raise ValueError(f"--ema {cfg.ema}: the decay must lie strictly between 0 and 1 (e.g. 0.99)")
     if len(cfg.milestones) != len(cfg.lr_factors):

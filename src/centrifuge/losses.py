@@ -1,15 +1,23 @@
 """The paper's losses: Eq. 3 (L1 + gradient reconstruction loss) and Eq. 2 (permutation-invariant loss).
 
 Shapes: videos are ``[..., 3, T, H, W]``; a set of ``n`` layers is ``[B, n, 3, T, H, W]``.
+
+Besides the paper: an optional **tone-free term** (:func:`tone_free_loss`), Eq. 3 after each output is re-toned
+towards its target by its best gain and offset per colour channel. It is the image counterpart of the
+scale-invariant SDR of audio separation: every re-toned copy of the blend scores alike on it, so it rewards an
+output only for holding the target's content (``centrifuge.tone`` measures the same question on results).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Callable
 
 import torch
+
+from .tone import affine_fit
 
 log = logging.getLogger("centrifuge")
 
@@ -37,18 +45,33 @@ def reconstruction_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return 0.5 * (_abs_mean(d) + _abs_mean(dx) + _abs_mean(dy))
 
 
-def pairwise_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. 3 between every output and every target.
+def tone_free_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 between ``targets`` and ``outputs`` re-toned by the least-squares gain and offset per colour channel
+    over the whole clip (``centrifuge.tone.affine_fit``, knowing the target): what an output's content is worth,
+    whatever its tone. ``[..., 3, T, H, W]`` (broadcastable) ``-> [...]``."""
+    return reconstruction_loss(affine_fit(outputs, targets, (-3, -2, -1)), targets)
+
+
+def output_loss(outputs: torch.Tensor, targets: torch.Tensor, tone_free: float = 0.0) -> torch.Tensor:
+    """What training minimises between an output and a target: Eq. 3, plus ``tone_free`` times
+    :func:`tone_free_loss` (0: the paper's loss alone). ``[..., 3, T, H, W]`` (broadcastable) ``-> [...]``."""
+    loss = reconstruction_loss(outputs, targets)
+    return loss + tone_free * tone_free_loss(outputs, targets) if tone_free else loss
+
+
+def pairwise_loss(outputs: torch.Tensor, targets: torch.Tensor, tone_free: float = 0.0) -> torch.Tensor:
+    """Eq. 3 (:func:`output_loss`) between every output and every target.
 
     Args:
         outputs: ``[B, n, 3, T, H, W]``.
         targets: ``[B, k, 3, T, H, W]``.
+        tone_free: weight of the tone-free term (:func:`output_loss`).
 
     Returns:
         ``[B, n, k]`` with entry ``[b, i, j] = l(targets[b, j], outputs[b, i])``.
     """
     # One target at a time keeps memory at O(B n T H W) instead of O(B n k T H W); k is small.
-    cols = [reconstruction_loss(outputs, targets[:, j : j + 1]) for j in range(targets.shape[1])]
+    cols = [output_loss(outputs, targets[:, j : j + 1], tone_free) for j in range(targets.shape[1])]
     return torch.stack(cols, dim=-1)
 
 
@@ -88,7 +111,8 @@ def pit_from_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss, perms[best]
 
 
-def pit_loss(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pit_loss(outputs: torch.Tensor, targets: torch.Tensor,
+             tone_free: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 2, generalised to ``n >= k``: ``min over injective sigma of sum_j l(V_j, O_sigma(j))``.
 
     For ``k = 2`` this is the paper's ``min_{i != j} l(V1, O_i) + l(V2, O_j)``.
@@ -96,19 +120,20 @@ def pit_loss(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
     Args:
         outputs: ``[B, n, 3, T, H, W]``.
         targets: ``[B, k, 3, T, H, W]``.
+        tone_free: weight of the tone-free term in ``l`` (:func:`output_loss`; 0: the paper's Eq. 3).
 
     Returns:
         ``(loss [B], assignment [B, k])``; average ``loss`` over the batch for training.
     """
     if not (torch.is_grad_enabled() and outputs.requires_grad):
-        return pit_from_matrix(pairwise_loss(outputs, targets))
+        return pit_from_matrix(pairwise_loss(outputs, targets, tone_free))
     # The gradient of the minimum is that of the chosen assignment only: choosing it on a matrix computed
     # without autograd, then differentiating just the k chosen pairs, gives the same loss and gradients at a
     # third of the cost (autograd through all n * k pairs dominated a small model's training step).
     with torch.no_grad():
-        _, assignment = pit_from_matrix(pairwise_loss(outputs, targets))
+        _, assignment = pit_from_matrix(pairwise_loss(outputs, targets, tone_free))
     index = assignment[:, :, None, None, None, None].expand(-1, -1, *outputs.shape[2:])
-    return reconstruction_loss(outputs.gather(1, index), targets).sum(dim=1), assignment
+    return output_loss(outputs.gather(1, index), targets, tone_free).sum(dim=1), assignment
 
 
 #: Values of each row taken at a time by :func:`pairwise_abs_sums`: a block of all ``n`` rows and the buffer of
@@ -217,7 +242,7 @@ PitLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 
 def compiled_pit_loss(n_outputs: int, targets_shape: tuple[int, ...],
-                      device: str | torch.device = "cpu") -> PitLoss:
+                      device: str | torch.device = "cpu", tone_free: float = 0.0) -> PitLoss:
     """:func:`pit_loss` compiled with ``torch.compile`` for training on fixed shapes, or itself if that fails.
 
     ``targets_shape`` is the training batch's ``[B, k, 3, T, H, W]``; the outputs are ``[B, n_outputs, 3, T,
@@ -226,15 +251,17 @@ def compiled_pit_loss(n_outputs: int, targets_shape: tuple[int, ...],
     ``cpu-small`` training step. Inductor fuses each chain into one pass (docs/performance.md). The compiled
     function is tried once, forward and backward, on zeros of these shapes (the first real step may compile
     again for its outputs' memory layout); where compiling is not possible (no C++ compiler, no Triton) the
-    eager loss is returned with a warning. ``k > n_outputs`` is an error, as in :func:`pit_loss`.
+    eager loss is returned with a warning. ``k > n_outputs`` is an error, as in :func:`pit_loss`. ``tone_free``
+    is the weight of the tone-free term (:func:`output_loss`).
     """
+    loss = functools.partial(pit_loss, tone_free=tone_free) if tone_free else pit_loss
     outputs = torch.zeros(targets_shape[0], n_outputs, *targets_shape[2:], device=device, requires_grad=True)
     _assignments(n_outputs, targets_shape[1], str(outputs.device))  # filled before tracing; checks k <= n
-    compiled = torch.compile(pit_loss, dynamic=False)
+    compiled = torch.compile(loss, dynamic=False)
     try:
         compiled(outputs, torch.zeros(targets_shape, device=device))[0].sum().backward()
     except Exception as e:  # noqa: BLE001 - any compiler failure means: use the eager loss
         log.warning("torch.compile of the loss failed, training with the eager loss (%s)",
                     (str(e).strip().splitlines() or [type(e).__name__])[0][:200])
-        return pit_loss
+        return loss
     return compiled

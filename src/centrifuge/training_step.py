@@ -175,7 +175,8 @@ def new_run(model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, mode
         scaler.load_state_dict(state["grad_scaler"])  # fp16 loss scale and its growth counter, for exact resume
     ddp = model if ddp is None else ddp
     layers_shape = (micro, cfg.videos_per_blend, 3, cfg.frames, cfg.size, cfg.size)
-    loss_fn = compiled_pit_loss(model_cfg.n_layers, layers_shape, device) if cfg.compile_loss else pit_loss
+    loss_fn = (compiled_pit_loss(model_cfg.n_layers, layers_shape, device, cfg.tone_free_loss) if cfg.compile_loss
+               else functools.partial(pit_loss, tone_free=cfg.tone_free_loss))
     model.train()
     net, seconds = ddp, 0.0
     if cfg.compile:
