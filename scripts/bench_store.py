@@ -34,6 +34,7 @@ def _load(src: Path) -> Any:
     spec = importlib.util.spec_from_file_location("store_before", src / "centrifuge" / "separation" / "store.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there while the class is made
     spec.loader.exec_module(module)
     return module
 
