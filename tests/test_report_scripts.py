@@ -66,3 +66,16 @@ def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_wor
     assert cells[:4] == ["id", "3", "1.000", "1.000"]
     assert cells[5] == "3"  # all three pairs at the identity
     assert cells[7] == "1.00"  # the blend twice: one picture, the same tone
+    beats = sum(r["model_loss"] < r["tone_oracle_loss"] for r in result["per_pair"])
+    assert cells[8] == str(beats)
+    # a file written before evaluate reported the oracle borrows its figures from one that has them, same pairs
+    for r in result["per_pair"]:
+        r["model_loss"] = r["tone_oracle_loss"] * (0.5 if r["a"] == 0 else 2.0)
+        del r["tone_oracle_loss"]
+    old = tmp_path / "old.json"
+    old.write_text(__import__("json").dumps(result))
+    script = [sys.executable, str(ROOT / "scripts" / "yardstick_table.py")]
+    both = subprocess.run([*script, str(path), str(old)], capture_output=True, text=True).stdout.splitlines()
+    assert both[-1].split("|")[-2].strip() == "2"  # the two pairs with clip 0
+    alone = subprocess.run([*script, str(old)], capture_output=True, text=True).stdout.splitlines()
+    assert alone[-1].split("|")[-2].strip() == "-"
