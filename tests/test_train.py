@@ -281,6 +281,8 @@ def test_cli_model_flags_reach_the_run(videos, tmp_path):
 @pytest.mark.parametrize(("flags", "says"), [
     (["--ema", "1"], ["--ema 1", "between 0 and 1"]),
     (["--tone-free-loss", "-1"], ["--tone-free-loss -1", "at least 0"]),
+    (["--reflection", "1.5"], ["--reflection 1.5", "[0, 1]"]),
+    (["--reflection", "0.5", "--videos-per-blend", "3"], ["--reflection 0.5", "two videos per blend"]),
     (["--no-augment", "--resize-factor", "0.9"], ["--resize-factor 0.9", "at least 1.0"]),
 ])
 def test_cli_train_refuses_a_bad_value(videos, tmp_path, capsys, flags, says):

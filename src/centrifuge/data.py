@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from .augment import Augmentation, augment_clip
 from .blend import mix
 from .frames import to_model
+from .reflections import reflection_blend
 from .video import VideoError, VideoInfo, probe, read_video
 
 if TYPE_CHECKING:
@@ -289,7 +290,9 @@ class BlendDataset(_VideoDataset):
 
     With ``synth`` (a :class:`centrifuge.synth.PhotoSynth`), each layer is instead a clip rendered from
     photos with probability ``photo_fraction`` (always when there are no videos): video+video,
-    video+photo and photo+photo blends.
+    video+photo and photo+photo blends. With ``reflection`` (``k = 2``), that share of the blends is made like
+    a scene and its reflection instead (:func:`centrifuge.reflections.reflection_blend`); ``alpha`` then
+    holds the blend's weight at the frame's centre.
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -318,6 +321,7 @@ class BlendDataset(_VideoDataset):
         max_frames_per_video: int | None = None,
         synth: PhotoSynth | None = None,
         photo_fraction: float = 0.5,
+        reflection: float = 0.0,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -329,6 +333,9 @@ class BlendDataset(_VideoDataset):
             raise ValueError(f"rank {rank} out of range for world_size {world_size}")
         if alpha_range is not None and not 0.0 <= alpha_range[0] <= alpha_range[1] <= 1.0:
             raise ValueError(f"alpha_range must satisfy 0 <= a <= b <= 1, got {alpha_range}")
+        if not 0.0 <= reflection <= 1.0 or (reflection and k != 2):
+            raise ValueError(f"reflection must be in [0, 1], and 0 unless k = 2; got {reflection} with k={k}")
+        self.reflection = reflection
         self.spec = spec
         self.k = k
         self.alpha = alpha
@@ -397,7 +404,10 @@ class BlendDataset(_VideoDataset):
             self._check_enough()
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
-        return _item(clips, _weights(self.k, alpha), chosen)
+        item = _item(clips, _weights(self.k, alpha), chosen)
+        if self.reflection and rng.random() < self.reflection:  # no draw at 0: items as before
+            item["mix"], item["layers"] = reflection_blend(item["layers"], alpha, rng)
+        return item
 
 
 def all_pairs(
