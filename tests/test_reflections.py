@@ -88,3 +88,17 @@ def test_dataset_refuses_reflection_outside_two_layer_blends(videos):
         BlendDataset(videos, spec, k=3, reflection=0.5)
     with pytest.raises(ValueError, match="reflection"):
         BlendDataset(videos, spec, reflection=1.5)
+
+
+def test_evaluate_reflection_blends_each_pair_alike_in_any_batch_and_differs_from_plain_blends():
+    from centrifuge.evaluate import evaluate_clips
+
+    clips = torch.stack([_video(s) for s in range(3)])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    plain = evaluate_clips(None, clips, pairs)
+    one = evaluate_clips(None, clips, pairs, reflection=True, batch_size=1)
+    three = evaluate_clips(None, clips, pairs, reflection=True, batch_size=3)
+    for a, b, c in zip(one["per_pair"], three["per_pair"], plain["per_pair"], strict=True):
+        assert a["identity_loss"] == pytest.approx(b["identity_loss"], rel=1e-6)
+        assert a["tone_oracle_loss"] == pytest.approx(b["tone_oracle_loss"], rel=1e-6)
+        assert a["identity_loss"] != pytest.approx(c["identity_loss"], rel=1e-3)

@@ -3,7 +3,10 @@ identity baseline (both outputs = the blend), PSNR of the matched layers, and th
 layer as a gain and offset of the blend, fitted knowing the layers): what re-toning the blend alone can reach.
 
 Clips are the deterministic validation view: centre window of ``frames`` frames, shortest side resized to
-``size``, centre crop. Each video is decoded once; every pair is blended with alpha = 0.5 (Eq. 1).
+``size``, centre crop. Each video is decoded once; every pair is blended with alpha = 0.5 (Eq. 1), or, with
+``reflection``, like a scene and its reflection (:func:`centrifuge.reflections.reflection_blend`: the second
+clip blurred, ghosted and faded, its weight ramped across the frame around 0.5; drawn from the pair's own
+seed, so the same pair is the same blend in every evaluation).
 Outputs are clipped to the valid pixel range [-1, 1], as they are when written to video.
 """
 
@@ -24,6 +27,7 @@ from .data import ClipSpec, all_pairs, sample_clip
 from .errors import CheckpointError
 from .frames import to_model
 from .losses import identity_outputs, pit_loss, psnr
+from .reflections import reflection_blend
 from .sources import training_videos
 from .tone import gradient_correlation, split_kind, tone_oracle
 
@@ -83,7 +87,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @torch.inference_mode()
 def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Sequence[tuple[int, int]],
                    alpha: float = 0.5, batch_size: int = 4, device: str | torch.device = "cpu",
-                   with_tone_oracle: bool = True) -> dict[str, Any]:
+                   with_tone_oracle: bool = True, reflection: bool = False) -> dict[str, Any]:
     """Mean PIT loss and matched-layer PSNR over ``pairs`` of ``clips`` (``[N, 3, T, H, W]``).
 
     Returns a dict with ``identity_loss``, ``model_loss``, ``ratio``, ``psnr_db``, ``identity_psnr_db``,
@@ -93,14 +97,20 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     ``beats_tone_oracle`` (pairs where the model's loss is below the oracle's), ``pairs``, the ``median_ratio``
     and ``worst`` of the per-pair ratios, and per-pair ``per_pair`` rows (model figures are ``None`` when
     ``model`` is ``None``; the oracle's are ``None`` without ``with_tone_oracle``: it does not depend on the
-    model, and on a small model costs about a third to a half of its forward pass).
+    model, and on a small model costs about a third to a half of its forward pass). ``reflection``: each pair
+    blended like a scene and its reflection (the module's docstring), the second layer's target as it appears.
     """
     rows: list[dict[str, Any]] = []
     none = dict.fromkeys(("model_loss", "psnr_db", "gradient_correlation", "tone_oracle_loss"))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         targets = torch.stack([torch.stack([clips[i], clips[j]]) for i, j in chunk])  # [B, 2, 3, T, H, W]
-        mix = blend(targets[:, 0], targets[:, 1], alpha)
+        if reflection:
+            made = [reflection_blend(t, alpha, random.Random(f"reflection:{i}:{j}")) for t, (i, j) in zip(
+                targets, chunk, strict=True)]
+            mix, targets = torch.stack([m for m, _ in made]), torch.stack([t for _, t in made])
+        else:
+            mix = blend(targets[:, 0], targets[:, 1], alpha)
         figures = _baseline_figures(mix, targets, with_tone_oracle)
         if model is not None:
             figures |= _model_figures(model(mix.to(device)).float().cpu().clamp(-1, 1), targets)
@@ -171,7 +181,8 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
                       f"| worst pair, model / identity ({names}) | {worst['ratio']:.3f} | {worst['psnr_db']:.2f} |"]
         lines.append(f"| gradient correlation of the matched layers | {corr:.2f} ({split_kind(corr)}: true layers "
                      f"about 0, tonal variants about 1) | |")
-    lines.append(f"\n{result['pairs']} pairs, alpha = 0.5")
+    how = "blended like a scene and its reflection" if result.get("reflection") else "alpha = 0.5"
+    lines.append(f"\n{result['pairs']} pairs, {how}")
     if result.get("beats_tone_oracle") is not None:
         lines.append(f"model beats the tone oracle on {result['beats_tone_oracle']} of {result['pairs']} pairs")
     return "\n".join(lines)
