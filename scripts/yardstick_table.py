@@ -52,7 +52,11 @@ def main() -> int:
     if len(names) != len(args.results):
         print("error: give one --names entry per file", file=sys.stderr)
         return 2
-    results = [json.loads(path.read_text()) for path in args.results]
+    try:
+        results = [json.loads(path.read_text()) for path in args.results]
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read an evaluation file: {e}", file=sys.stderr)
+        return 2
     oracle = oracle_losses(results)
     print("| model | pairs | mean ratio | median | worst pair | pairs >= identity | PSNR | gradient corr. "
           "| beats tone oracle |")
