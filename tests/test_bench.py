@@ -165,6 +165,23 @@ def test_prepared_model_matches_the_original(tiny_pc, channels_last, cpu_kernels
     assert (yb - ref).abs().max() < 0.05 * ref.abs().max()
 
 
+@pytest.mark.parametrize("cpu_kernels", [False, True])
+def test_prepared_tone_grid_model_matches_the_original(cpu_kernels):
+    """The tone-grid head (coefficients upsampled onto the input) survives folding, packing and bf16."""
+    torch.manual_seed(0)
+    net = Predictor(2, 3, 0.125, "Mixed_4f", tone_grid=8)
+    torch.nn.init.normal_(net.decoder.head.weight, std=0.2)
+    net.eval()
+    x = torch.rand(1, 3, 5, 33, 47) * 2 - 1
+    with torch.no_grad():
+        ref = net(x)
+    y = prepare_for_inference(net, "cpu", "fp32", channels_last=True, cpu_kernels=cpu_kernels)(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+    yb = prepare_for_inference(net, "cpu", "bf16", channels_last=True, cpu_kernels=cpu_kernels)(x)
+    assert yb.dtype == torch.float32 and (yb - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_fold_batch_norm_counts_and_keeps_eval_output():
     torch.manual_seed(0)
     model = Predictor(2, 3, 0.125).eval()

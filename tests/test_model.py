@@ -254,3 +254,51 @@ def test_one_frame_convolves_with_its_one_temporal_tap(kernel, stride):
             low = unit(x).float()
         assert torch.isfinite(low).all()
         assert (low - full).abs().max() < 0.05 * full.abs().max()
+
+
+@pytest.mark.parametrize("grid", [4, 8])
+@pytest.mark.parametrize("pad_input", [False, True])
+def test_tone_grid_layers_are_the_input_re_toned_by_the_decoders_coefficients(grid: int, pad_input: bool) -> None:
+    """With a constant head (zero weights, bias = gains then offsets per layer) each layer is exactly
+    ``(1 + gain) * input + offset`` per colour channel, at any size; an untrained model is about the input."""
+    torch.manual_seed(0)
+    model = Predictor(2, 3, W, "Mixed_5c", pad_input=pad_input, tone_grid=grid)
+    x = torch.rand(2, 3, 5, 33, 47) * 2 - 1
+    with torch.no_grad():
+        assert (model(x) - x[:, None]).abs().max() < 0.05  # batch statistics: the head sees normalised features
+        model.eval()
+        torch.nn.init.zeros_(model.decoder.head.weight)
+        gain = torch.tensor([[0.5, -0.2, 0.1], [-0.9, 0.0, 0.3]])
+        offset = torch.tensor([[0.1, 0.2, -0.3], [0.0, 0.4, 0.5]])
+        model.decoder.head.bias.copy_(torch.stack([gain, offset], 1).flatten())  # per layer: gains, offsets
+        y = model(x)
+    want = x[:, None] * (1 + gain[None, :, :, None, None, None]) + offset[None, :, :, None, None, None]
+    torch.testing.assert_close(y, want, rtol=0, atol=1e-5)
+
+
+def test_tone_grid_stops_the_decoder_at_its_stride_and_varies_across_the_frame() -> None:
+    torch.manual_seed(0)
+    full, coarse = Predictor(2, 3, W, "Mixed_5c"), Predictor(2, 3, W, "Mixed_5c", tone_grid=8)
+    assert list(coarse.decoder.stages) == ["Mixed_4f", "Mixed_3c"]
+    assert list(full.decoder.stages)[-1] == "input"
+    assert coarse.decoder.head.out_channels == 12  # a gain and an offset per colour channel, per layer
+    with torch.no_grad():
+        torch.nn.init.normal_(coarse.decoder.head.weight, std=1.0)
+        coarse.decoder.head.weight.unflatten(0, (2, 2, 3))[:, 0] = 0  # no gains: each layer is input + offset
+        x = torch.rand(1, 3, 8, 64, 64) * 2 - 1
+        offset = (coarse.eval()(x) - x[:, None])[0, 0, 0, 0]
+    # the offsets are upsampled from a grid of stride 8: smooth, and different across the frame
+    assert offset.std() > 1e-3
+    assert offset.diff(dim=-1).abs().max() < (offset.max() - offset.min()) / 4
+
+
+def test_tone_grid_bad_values_are_refused() -> None:
+    with pytest.raises(ValueError, match="tone_grid must be 0, 2, 4, 8 or 16"):
+        ModelConfig(tone_grid=3)
+    with pytest.raises(ValueError, match=r"tone_grid must be 0 or one of \[2, 4\]"):
+        Predictor(2, 3, W, "Mixed_3c", tone_grid=16)  # no decoder stage at stride 16 below Mixed_3c
+    with pytest.raises(ValueError, match="3-channel"):
+        Predictor(2, 6, W, "Mixed_3c", tone_grid=4)
+    pc = build_model(ModelConfig(n_layers=2, corrector=True, width=W, final_endpoint="Mixed_4f", tone_grid=4))
+    assert pc.predictor.tone_grid == 4 and pc.correctors[0].tone_grid == 0
+    assert ModelConfig.from_dict(ModelConfig(tone_grid=8).to_dict()).tone_grid == 8

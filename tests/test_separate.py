@@ -156,6 +156,23 @@ def test_short_odd_video_all_layers(tmp_path, tiny_model):
         assert (info.num_frames, info.width, info.height) == (5, 35, 27)
 
 
+def test_a_tone_grid_model_separates_a_video(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=2, width=0.125, final_endpoint="Mixed_4f", tone_grid=4)
+    model = tmp_path / "grid.safetensors"
+    save_weights(model, build_model(cfg), cfg)
+    src = tmp_path / "blend.mp4"
+    _blend_video(src, frames=12, width=36, height=28)
+    res = separate(src, model=model, out_dir=tmp_path / "o", window=8, overlap=4, progress=False, device="cpu")
+    assert res.order == [0, 1]
+    for k in range(2):
+        info = probe(tmp_path / "o" / f"layer_{k}.mp4")
+        assert (info.num_frames, info.width, info.height) == (12, 36, 28)
+    # untrained, each layer is about the input (the coefficients start near zero)
+    layer = read_video(tmp_path / "o" / "layer_0.mp4").astype(np.float32)
+    assert np.abs(layer - read_video(src).astype(np.float32)).mean() < 8
+
+
 def test_rotated_video_gives_upright_layers(tmp_path, tiny_model):
     src = tmp_path / "rotated.mp4"
     make_video(src, frames=6, width=32, height=24, rotation=90)

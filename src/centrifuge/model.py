@@ -48,6 +48,14 @@ Predictor
     model is then the identity baseline, and the decoder has to carry only what differs between the blend
     and a layer, while the blend's own detail comes through unchanged.
 
+    ``tone_grid=s`` (a power of two from 2 to 16) replaces that head by a coarse one: the decoder stops at the
+    stage of spatial stride ``s`` and writes, per layer, a gain and an offset per colour channel on that grid;
+    upsampled (trilinear) to the input's size they re-tone the input, ``O_i = (1 + G_i) * V + B_i``. This is a
+    local tone map of the blend, as in HDRNet's bilateral grid or the deep guided filter, aimed at what the
+    block tone oracle measures (docs/results.md): per block, a layer can keep the blend's texture (one scene
+    owns it there) or flatten it, but cannot hedge by writing half of every edge at full resolution, and the
+    decoder's full-resolution stages are not run.
+
 Predictor-corrector
     A predictor gives ``Õ``; each corrector (own weights) sees the stacked layers ``[B, 3n, T, H, W]`` and
     adds ``Δ``: ``O = Õ + Δ``. ``corrector_steps=1`` is the paper; more steps repeat the correction.
@@ -405,12 +413,15 @@ class UNetDecoder(nn.Module):
             not registered as a submodule).
         out_channels: channels of the output (``3n``).
         width: multiplies ``DECODER_CHANNELS`` (at least 4 channels per stage).
+        stop_stride: the last stage is the one whose skip has this spatial stride (1: the input, full
+            resolution); the output is then on that stage's grid.
     """
 
-    def __init__(self, encoder: I3DEncoder, out_channels: int, width: float = 1.0) -> None:
+    def __init__(self, encoder: I3DEncoder, out_channels: int, width: float = 1.0, stop_stride: int = 1) -> None:
         super().__init__()
         self.final_endpoint = encoder.final_endpoint
         skips = [e for e in reversed(encoder.output_endpoints) if e != encoder.final_endpoint] + ["input"]
+        skips = [e for e in skips if encoder.strides[e][-1] >= stop_stride]
         self.stages = nn.ModuleDict()
         c, stride = encoder.channels[self.final_endpoint], encoder.strides[self.final_endpoint]
         for name in skips:
@@ -449,18 +460,25 @@ class Predictor(nn.Module):
 
     def __init__(self, n_layers: int = 2, in_channels: int = 3, width: float = 1.0,
                  final_endpoint: str = "Mixed_5c", pad_input: bool = False,
-                 decoder_width: float | None = None, residual: bool = False) -> None:
+                 decoder_width: float | None = None, residual: bool = False, tone_grid: int = 0) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-        if residual and in_channels != 3:
-            raise ValueError("residual=True needs a 3-channel input (each layer is the input plus a change)")
+        if (residual or tone_grid) and in_channels != 3:
+            raise ValueError("residual=True and tone_grid need a 3-channel input (each layer is made from it)")
         self.n_layers = n_layers
         self.in_channels = in_channels
         self.pad_input = pad_input
         self.residual = residual
+        self.tone_grid = tone_grid
         self.encoder = I3DEncoder(in_channels, width, final_endpoint)
-        self.decoder = UNetDecoder(self.encoder, 3 * n_layers, width if decoder_width is None else decoder_width)
+        grids = {self.encoder.strides[e][-1] for e in self.encoder.output_endpoints[:-1]}
+        if tone_grid and tone_grid not in grids:
+            raise ValueError(f"tone_grid must be 0 or one of {sorted(grids)} (a decoder stage's stride below "
+                             f"{final_endpoint}), got {tone_grid}")
+        channels = (6 if tone_grid else 3) * n_layers
+        self.decoder = UNetDecoder(self.encoder, channels, width if decoder_width is None else decoder_width,
+                                   stop_stride=tone_grid or 1)
 
     def _input_pads(self, size: Sequence[int]) -> list[tuple[int, int]]:
         pads = []
@@ -480,10 +498,23 @@ class Predictor(nn.Module):
             x = F.pad(x, _flat_pad(pads), mode="replicate")
         # The decoder's head adds the residual itself, in the same pass over the layers. A padded input is
         # cropped with the output below, which leaves the original input there.
-        y = self.decoder(self.encoder(x), x, x if self.residual else None)
+        if self.tone_grid:
+            y = self._retone(x, self.decoder(self.encoder(x), x))
+        else:
+            y = self.decoder(self.encoder(x), x, x if self.residual else None)
         (t0, _), (h0, _), (w0, _) = pads
         y = y[:, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
         return y.unflatten(1, (self.n_layers, 3))  # a view, also for channels_last_3d
+
+
+    def _retone(self, x: Tensor, grid: Tensor) -> Tensor:
+        """``grid``: ``[B, 6n, t, h, w]`` gains then offsets per layer and channel -> ``[B, 3n, T, H, W]``.
+
+        In float32: the coefficients multiply every pixel, where bf16's 8 bits of mantissa would show as banding.
+        """
+        grid = F.interpolate(grid.float(), size=x.shape[-3:], mode="trilinear", align_corners=False)
+        gain, offset = grid.unflatten(1, (self.n_layers, 2, 3)).unbind(2)
+        return (x.float()[:, None] * (1 + gain) + offset).flatten(1, 2)
 
 
 class PredictorCorrector(nn.Module):
@@ -495,12 +526,12 @@ class PredictorCorrector(nn.Module):
 
     def __init__(self, n_layers: int = 2, width: float = 1.0, final_endpoint: str = "Mixed_5c",
                  corrector_steps: int = 1, pad_input: bool = False, decoder_width: float | None = None,
-                 residual: bool = False) -> None:
+                 residual: bool = False, tone_grid: int = 0) -> None:
         super().__init__()
         if corrector_steps < 1:
             raise ValueError(f"corrector_steps must be >= 1, got {corrector_steps}")
         self.n_layers = n_layers
-        self.predictor = Predictor(n_layers, 3, width, final_endpoint, pad_input, decoder_width, residual)
+        self.predictor = Predictor(n_layers, 3, width, final_endpoint, pad_input, decoder_width, residual, tone_grid)
         self.correctors = nn.ModuleList(
             Predictor(n_layers, 3 * n_layers, width, final_endpoint, pad_input, decoder_width)
             for _ in range(corrector_steps)
@@ -538,6 +569,7 @@ class ModelConfig:
     final_endpoint: str = "Mixed_5c"
     decoder_width: float | None = None
     residual: bool = False
+    tone_grid: int = 0  # 0: full-resolution layers; s: the predictor re-tones the input on a grid of stride s
 
     def __post_init__(self) -> None:
         if self.n_layers < 1:
@@ -550,6 +582,8 @@ class ModelConfig:
             raise ValueError(f"decoder_width must be a positive number, got {self.decoder_width!r}")
         if self.final_endpoint not in VALID_ENDPOINTS:
             raise ValueError(f"unknown final_endpoint {self.final_endpoint!r}; choose from {VALID_ENDPOINTS}")
+        if not isinstance(self.tone_grid, int) or self.tone_grid not in (0, 2, 4, 8, 16):
+            raise ValueError(f"tone_grid must be 0, 2, 4, 8 or 16, got {self.tone_grid!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -569,6 +603,6 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> nn.Module:
         cfg = ModelConfig.from_dict(cfg)
     if cfg.corrector:
         return PredictorCorrector(cfg.n_layers, cfg.width, cfg.final_endpoint, cfg.corrector_steps,
-                                  decoder_width=cfg.decoder_width, residual=cfg.residual)
+                                  decoder_width=cfg.decoder_width, residual=cfg.residual, tone_grid=cfg.tone_grid)
     return Predictor(cfg.n_layers, 3, cfg.width, cfg.final_endpoint, decoder_width=cfg.decoder_width,
-                     residual=cfg.residual)
+                     residual=cfg.residual, tone_grid=cfg.tone_grid)

@@ -116,7 +116,7 @@ def add_backend_arg(p: Any) -> None:
 # flag -> ModelConfig field, for the flags that override one field of the network
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps", "decoder_width": "decoder_width",
-                "corrector": "corrector", "residual": "residual"}
+                "corrector": "corrector", "residual": "residual", "tone_grid": "tone_grid"}
 
 
 def add_model_args(p: Any) -> None:
@@ -130,6 +130,10 @@ def add_model_args(p: Any) -> None:
     p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                    help="each output layer is the input plus the decoder's output (default: as the preset)")
     p.add_argument("--final-endpoint", help="encoder endpoint: Mixed_3c, Mixed_4f or Mixed_5c")
+    p.add_argument("--tone-grid", type=int, metavar="S",
+                   help="each layer is the input re-toned by a gain and offset per colour channel that the decoder "
+                        "writes on a grid of stride S (2, 4, 8 or 16); 0: full-resolution layers "
+                        "(default: as the preset)")
 
 
 def apply_model_args(args: argparse.Namespace, model_cfg: Any) -> None:
