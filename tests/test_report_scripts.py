@@ -79,3 +79,32 @@ def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_wor
     assert both[-1].split("|")[-2].strip() == "2"  # the two pairs with clip 0
     alone = subprocess.run([*script, str(old)], capture_output=True, text=True).stdout.splitlines()
     assert alone[-1].split("|")[-2].strip() == "-"
+
+
+def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tmp_path):
+    import torch
+    from helpers import TINY
+
+    from centrifuge.checkpoint import save_weights
+    from centrifuge.model import ModelConfig, build_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        small = np.random.default_rng(i).integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((160, 120), Image.Resampling.BICUBIC).save(photos / f"p{i}.jpg")
+    cfg = ModelConfig(**TINY, residual=True)
+    model = build_model(cfg)
+    torch.nn.init.zeros_(model.decoder.head.weight)
+    torch.nn.init.zeros_(model.decoder.head.bias)  # every layer is the blend: the identity itself
+    save_weights(tmp_path / "identity.safetensors", model, cfg)
+    script = [sys.executable, str(ROOT / "scripts" / "training_fit.py")]
+    done = subprocess.run([*script, "--photos", str(photos), "--blends", "2", str(tmp_path / "identity.safetensors")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("2 fresh training blends (seed 9999)")
+    assert "identity.safetensors: mean ratio 1.000, median 1.000" in lines[1]
+    done = subprocess.run([*script, "--photos", str(tmp_path / "none"), "--blends", "2", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none" in done.stderr

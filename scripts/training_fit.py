@@ -1,0 +1,92 @@
+"""How well models fit their own training distribution: fresh photo blends, judged like `evaluate` judges clips.
+
+    python scripts/training_fit.py --photos photos/images --cutouts photos/sprites [--blends 128] MODEL...
+
+The blends are drawn as training draws them (the `cpu-small` preset's 16-frame 96² clips, its augmentation,
+half the layers rendered from photos by `centrifuge/synth.py`), from a seed no training run uses, so every blend
+is new to every model while its kind is the one they trained on. Each model's PIT loss (Eq. 2) is divided by the
+identity's on the same blend. Set beside the model's figure on new content, the gap between the two is what
+transfer costs; the figure here is what fitting has reached. The blends are also split by how much their
+stiller layer moves (mean absolute frame difference, in [-1, 1] units), since a still layer is the one the
+paper finds easiest to take out of a moving one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+
+from centrifuge.augment import Augmentation
+from centrifuge.checkpoint import load_model
+from centrifuge.config import load_preset
+from centrifuge.data import BlendDataset, ClipSpec
+from centrifuge.devices import autocast_dtype
+from centrifuge.losses import identity_outputs, pit_loss
+from centrifuge.synth import PhotoSynth
+
+STILL = 0.01  # a layer whose frames change by less than this on average counts as still
+
+
+def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int) -> list[dict]:
+    """``count`` training blends of the ``cpu-small`` recipe, photos only, from ``seed``."""
+    _, cfg = load_preset("cpu-small")
+    spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor,
+                    augment=Augmentation() if cfg.augment else None)
+    synth = PhotoSynth(photos, cutouts, seed=seed)
+    data = BlendDataset([], spec, k=2, alpha=cfg.alpha, seed=seed, length=count, synth=synth)
+    return [data[i] for i in range(count)]
+
+
+def ratios(model: torch.nn.Module, blends: list[dict]) -> list[float]:
+    """The model's PIT loss over the identity's, per blend."""
+    dtype = autocast_dtype("auto", torch.device("cpu"))  # bf16 where the CPU has it, as training ran
+    out = []
+    for item in blends:
+        mix, targets = item["mix"][None], item["layers"][None]
+        identity, _ = pit_loss(identity_outputs(mix, 2), targets)
+        with torch.no_grad(), torch.autocast("cpu", dtype or torch.float32, enabled=dtype is not None):
+            layers = model(mix).float()
+        out.append((pit_loss(layers, targets)[0] / identity).item())
+    return out
+
+
+def stiller_motion(blends: list[dict]) -> list[float]:
+    return [min(item["layers"][k].diff(dim=1).abs().mean().item() for k in range(2)) for item in blends]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", metavar="MODEL", help="run folders or weights files")
+    p.add_argument("--photos", nargs="+", required=True, metavar="DIR")
+    p.add_argument("--cutouts", nargs="*", default=[], metavar="DIR")
+    p.add_argument("--blends", type=int, default=128)
+    p.add_argument("--seed", type=int, default=9999, help="of the blends (default: one no run trains with)")
+    args = p.parse_args()
+    if args.blends < 1:
+        print("error: --blends must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        blends = fresh_blends(args.photos, args.cutouts, args.blends, args.seed)
+        models = [(m, load_model(m)[0].eval()) for m in args.models]
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    motion = stiller_motion(blends)
+    still = sum(m < STILL for m in motion)
+    print(f"{len(blends)} fresh training blends (seed {args.seed}); {still} with a still layer")
+    for name, model in models:
+        r = ratios(model, blends)
+        line = f"{name}: mean ratio {statistics.fmean(r):.3f}, median {statistics.median(r):.3f}"
+        moving = [x for x, m in zip(r, motion, strict=True) if m >= STILL]
+        stills = [x for x, m in zip(r, motion, strict=True) if m < STILL]
+        if stills and moving:
+            line += f"; with a still layer {statistics.fmean(stills):.3f}, both moving {statistics.fmean(moving):.3f}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
