@@ -19,6 +19,7 @@ from centrifuge.model import (
     Unit3D,
     build_model,
     conv_depth,
+    upsample_linear,
 )
 
 W = 0.125  # tiny channel width keeps every test fast
@@ -302,3 +303,14 @@ def test_tone_grid_bad_values_are_refused() -> None:
     pc = build_model(ModelConfig(n_layers=2, corrector=True, width=W, final_endpoint="Mixed_4f", tone_grid=4))
     assert pc.predictor.tone_grid == 4 and pc.correctors[0].tone_grid == 0
     assert ModelConfig.from_dict(ModelConfig(tone_grid=8).to_dict()).tone_grid == 8
+
+
+@pytest.mark.parametrize("size", [(16, 96, 96), (5, 33, 47), (4, 8, 8)])
+def test_upsample_linear_is_trilinear_interpolation(size):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 3, 6, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    got = upsample_linear(x, size)
+    torch.testing.assert_close(got, ref)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(ref, x, g)[0])
