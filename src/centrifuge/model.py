@@ -63,7 +63,6 @@ Predictor-corrector
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -514,16 +513,26 @@ class Predictor(nn.Module):
         In float32: the coefficients multiply every pixel, where bf16's 8 bits of mantissa would show as banding.
         """
         with torch.autocast(x.device.type, enabled=False):
-            grid = upsample_linear(grid.float(), x.shape[-3:])
+            grid = grid.float()
+            if torch.compiler.is_compiling():  # export and compile: one Resize, sizes left symbolic
+                grid = F.interpolate(grid, size=x.shape[-3:], mode="trilinear", align_corners=False)
+            else:
+                grid = upsample_linear(grid, x.shape[-3:])
             gain, offset = grid.unflatten(1, (self.n_layers, 2, 3)).unbind(2)
             return torch.addcmul(offset, x.float()[:, None], 1 + gain).flatten(1, 2)
 
 
-@functools.lru_cache(maxsize=32)
-def _linear_weights(n_out: int, n_in: int) -> Tensor:
-    """``[n_out, n_in]``: linear interpolation from ``n_in`` samples to ``n_out`` (``align_corners=False``)."""
-    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
+def _linear_weights(n_out: int, n_in: int, like: Tensor) -> Tensor:
+    """``[n_out, n_in]``: linear interpolation from ``n_in`` samples to ``n_out``, as ``F.interpolate`` does it
+    with ``align_corners=False``. Built from ``arange``, so that sizes may be symbolic (export)."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, device=like.device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor()
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w1 = src - i0
+    cols = torch.arange(n_in, device=like.device, dtype=torch.float64)
+    weights = (cols == i0[:, None]) * (1 - w1)[:, None] + (cols == i1[:, None]) * w1[:, None]
+    return weights.to(like.dtype)
 
 
 def upsample_linear(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -533,7 +542,7 @@ def upsample_linear(x: Tensor, size: Sequence[int]) -> Tensor:
     backward were a quarter of a tone-grid model's training step; these products cost a fraction of that.
     """
     (t, h, w), (ts, hs, ws) = x.shape[-3:], size
-    ut, uh, uw = (_linear_weights(o, i).to(x.device, x.dtype) for o, i in ((ts, t), (hs, h), (ws, w)))
+    ut, uh, uw = (_linear_weights(o, i, x) for o, i in ((ts, t), (hs, h), (ws, w)))
     x = torch.einsum("Tt,bcthw->bcThw", ut, x)
     return uh @ (x @ uw.T)
 
