@@ -82,6 +82,14 @@ def test_bench_json_keys_are_finite_and_positive(tmp_path):
     assert len(r["profile"]) == 5 and all(row["calls"] >= 1 and row["self_ms"] >= 0 for row in r["profile"])
 
 
+def test_bench_runs_and_names_a_tone_grid_model(capsys):
+    args = ["bench", "--width", "0.125", "--layers", "2", "--frames", "4", "--size", "16", "--repeats", "1",
+            "--warmup", "0", "--threads", "1", "--peak-size", "256", "--peak-seconds", "0.01", "--no-split",
+            "--tone-grid", "8", "--train", "--train-batch", "2"]
+    assert main(args) == 0  # a predictor-corrector: the corrector reads the re-toned layers, cast or autocast
+    assert "model: PC-2 width 0.125 to Mixed_5c, tone grid 8;" in capsys.readouterr().out
+
+
 def test_bench_times_the_step_that_training_runs(monkeypatch):
     import centrifuge.bench as bench
 

@@ -399,6 +399,8 @@ def format_report(r: dict[str, Any]) -> str:
     s = r["settings"]
     m = s["model"]
     name = f"{'PC' if m['corrector'] else 'P'}-{m['n_layers']} width {m['width']:g} to {m['final_endpoint']}"
+    if m.get("tone_grid"):
+        name += f", tone grid {m['tone_grid']}"
     # The loss is compiled only for the training step, so say so only when one was timed.
     loss = f"compiled loss {s.get('compile_loss', False)}, " if "train" in r else ""
     lines = [f"model: {name}; clip {s['frames']}x{s['size']}x{s['size']}, batch {s['batch']}; device {s['device']}, "

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, overload
 
@@ -510,16 +511,22 @@ class Predictor(nn.Module):
     def _retone(self, x: Tensor, grid: Tensor) -> Tensor:
         """``grid``: ``[B, 6n, t, h, w]`` gains then offsets per layer and channel -> ``[B, 3n, T, H, W]``.
 
-        In float32: the coefficients multiply every pixel, where bf16's 8 bits of mantissa would show as banding.
+        Computed in float32: the coefficients multiply every pixel, where bf16's 8 bits of mantissa would show
+        as banding. Returned as the residual head returns its layers: in the promotion of the coefficients' and
+        the input's dtypes (float32 under autocast, the network's dtype in a cast network, whose corrector reads
+        them; float32 where the decoder is marked to write the final layers so).
         """
-        with torch.autocast(x.device.type, enabled=False):
+        dtype = torch.promote_types(grid.dtype, x.dtype)
+        # (the meta device, where FLOPs are counted, has no autocast to turn off)
+        no_autocast = torch.autocast(x.device.type, enabled=False) if x.device.type != "meta" else nullcontext()
+        with no_autocast:
             grid = grid.float()
             if torch.compiler.is_compiling():  # export and compile: one Resize, sizes left symbolic
                 grid = F.interpolate(grid, size=x.shape[-3:], mode="trilinear", align_corners=False)
             else:
                 grid = upsample_linear(grid, x.shape[-3:])
             gain, offset = grid.unflatten(1, (self.n_layers, 2, 3)).unbind(2)
-            return torch.addcmul(offset, x.float()[:, None], 1 + gain).flatten(1, 2)
+            return torch.addcmul(offset, x.float()[:, None], 1 + gain).flatten(1, 2).to(dtype)
 
 
 def _linear_weights(n_out: int, n_in: int, like: Tensor) -> Tensor:
