@@ -8,7 +8,8 @@ Part a: the tests marked ``cuda``; ``centrifuge bench`` of P-4 and PC-4 (paper-1
 the corrector) at 64x224x224 in bf16 against the paper's 0.5 s and 1 s per clip on a Quadro P4000; separate's
 frames/s on a generated 1080p clip; a short paper-112 training under torchrun on one GPU with ``--compile`` (its
 clips/s and MFU from the log). Part b: a time-boxed training of the photo recipe (``--preset``, default
-cpu-small, with ``--photos``), then ``evaluate`` on the clips and the weights copied out. ``--part all`` runs both;
+cpu-small, with ``--photos``, the clips and the tone-grid head, ``--tone-grid``), then ``evaluate`` on the clips
+and the weights copied out. ``--part all`` runs both;
 ``--steps tests bench separate torchrun recipe`` picks steps.
 
 Every step runs as its own process with its own timeout, cut to what is left of ``--budget`` (default 540 s,
@@ -171,7 +172,7 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     # Killed at the time limit: the run folder keeps its last committed checkpoint (every --ckpt-every steps).
     steps.run("recipe-train", centrifuge(
         "train", args.clips, "--photos", *args.photos, *(["--cutouts", *args.cutouts] if args.cutouts else []),
-        "--preset", args.preset, "--iterations",
+        "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
     if not (run / "model.safetensors").exists():
@@ -220,6 +221,9 @@ def main() -> int:
     p.add_argument("--photos", nargs="+", help="photo folder(s) for part b's recipe")
     p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
+    p.add_argument("--tone-grid", type=int, default=8,
+                   help="part b's output head (default 8: the tone grid, the best fit per iteration on CPU; 0: "
+                        "full-resolution layers, as the packaged model)")
     p.add_argument("--minutes", type=float, default=4.0, help="part b's training time limit (default 4)")
     p.add_argument("--iterations", type=int, default=3000, help="part b's schedule length (default 3000)")
     p.add_argument("--ckpt-every", type=int, default=100, help="part b's checkpoint interval (default 100)")
