@@ -56,13 +56,19 @@ def i3d_parameters(width: float = 1.0, bn_per_channel: int = 2) -> int:
     return sum(i * o * k for i, o, k in convs) + bn_per_channel * sum(o for _, o, _ in convs)
 
 
-def decoder_parameters(encoder_width: float, decoder_width: float, n_layers: int) -> int:
+#: The spatial stride of each decoder stage's skip, for a decoder that stops at a tone grid.
+SKIP_STRIDE = {"Mixed_4f": 16, "Mixed_3c": 8, "Conv3d_2c_3x3": 4, "Conv3d_1a_7x7": 2, "input": 1}
+
+
+def decoder_parameters(encoder_width: float, decoder_width: float, n_layers: int, tone_grid: int = 0) -> int:
     """Per stage: a transposed convolution (kernel = ratio) + BN, a 1x1x1 lateral projection of the skip
     + BN (not of the raw input), a 3x3x3 fusion of the concatenation + BN; then a 1x1x1 head with bias to
-    ``3n`` channels."""
+    ``3n`` channels, or, with a tone grid, stages down to the grid's stride and a head to ``6n`` (a gain and
+    an offset per colour channel)."""
     _, prev = i3d_convs(encoder_width)
     total = 0
-    for name, skip, width, ratio in DECODER:
+    stages = [s for s in DECODER if SKIP_STRIDE[s[0]] >= (tone_grid or 1)]
+    for name, skip, width, ratio in stages:
         c = scaled(width, decoder_width)
         total += prev * c * prod(ratio) + 2 * c
         if name == "input":
@@ -71,7 +77,8 @@ def decoder_parameters(encoder_width: float, decoder_width: float, n_layers: int
             skip_c = scaled(skip, encoder_width)
             total += skip_c * c + 2 * c + 2 * c * c * 27 + 2 * c
         prev = c
-    return total + prev * 3 * n_layers + 3 * n_layers
+    out = (6 if tone_grid else 3) * n_layers
+    return total + prev * out + out
 
 
 def conv_flops_by_hooks(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
