@@ -531,15 +531,16 @@ class Predictor(nn.Module):
 
 def _linear_weights(n_out: int, n_in: int, like: Tensor) -> Tensor:
     """``[n_out, n_in]``: linear interpolation from ``n_in`` samples to ``n_out``, as ``F.interpolate`` does it
-    with ``align_corners=False``. Built from ``arange``, so that sizes may be symbolic (export)."""
+    with ``align_corners=False``, in ``like``'s dtype and on its device. Built on the CPU in float64 (which not
+    every accelerator has) from ``arange``."""
     scale = n_in / n_out
-    src = ((torch.arange(n_out, device=like.device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.floor()
     i1 = (i0 + 1).clamp(max=n_in - 1)
     w1 = src - i0
-    cols = torch.arange(n_in, device=like.device, dtype=torch.float64)
+    cols = torch.arange(n_in, dtype=torch.float64)
     weights = (cols == i0[:, None]) * (1 - w1)[:, None] + (cols == i1[:, None]) * w1[:, None]
-    return weights.to(like.dtype)
+    return weights.to(like.device, like.dtype)
 
 
 def upsample_linear(x: Tensor, size: Sequence[int]) -> Tensor:
