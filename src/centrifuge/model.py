@@ -412,7 +412,7 @@ class UNetDecoder(nn.Module):
     Args:
         encoder: the encoder whose endpoints it consumes (only its channel/stride tables are read; it is
             not registered as a submodule).
-        out_channels: channels of the output (``3n``).
+        out_channels: channels of the output (``3n`` layers, or ``6n`` coefficients for a tone grid).
         width: multiplies ``DECODER_CHANNELS`` (at least 4 channels per stage).
         stop_stride: the last stage is the one whose skip has this spatial stride (1: the input, full
             resolution); the output is then on that stage's grid.
@@ -507,7 +507,6 @@ class Predictor(nn.Module):
         y = y[:, :, t0:t0 + size[0], h0:h0 + size[1], w0:w0 + size[2]]
         return y.unflatten(1, (self.n_layers, 3))  # a view, also for channels_last_3d
 
-
     def _retone(self, x: Tensor, grid: Tensor) -> Tensor:
         """``grid``: ``[B, 6n, t, h, w]`` gains then offsets per layer and channel -> ``[B, 3n, T, H, W]``.
 
@@ -530,16 +529,11 @@ class Predictor(nn.Module):
 
 
 def _linear_weights(n_out: int, n_in: int, like: Tensor) -> Tensor:
-    """``[n_out, n_in]``: linear interpolation from ``n_in`` samples to ``n_out``, as ``F.interpolate`` does it
-    with ``align_corners=False``, in ``like``'s dtype and on its device. Built on the CPU in float64 (which not
-    every accelerator has) from ``arange``."""
-    scale = n_in / n_out
-    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
-    i0 = src.floor()
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    w1 = src - i0
-    cols = torch.arange(n_in, dtype=torch.float64)
-    weights = (cols == i0[:, None]) * (1 - w1)[:, None] + (cols == i1[:, None]) * w1[:, None]
+    """``[n_out, n_in]``: ``F.interpolate``'s linear weights (``align_corners=False``) from ``n_in`` samples to
+    ``n_out``, in ``like``'s dtype and on its device; found by interpolating the identity, on the CPU in float64
+    (which not every accelerator has)."""
+    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]
+    weights = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T
     return weights.to(like.device, like.dtype)
 
 
