@@ -40,16 +40,19 @@ def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int) -
     return [data[i] for i in range(count)]
 
 
-def ratios(model: torch.nn.Module, blends: list[dict]) -> list[float]:
+def identity_losses(blends: list[dict]) -> list[float]:
+    """The identity's PIT loss per blend: every model's denominator, computed once."""
+    return [pit_loss(identity_outputs(b["mix"][None], 2), b["layers"][None])[0].item() for b in blends]
+
+
+def ratios(model: torch.nn.Module, blends: list[dict], identity: list[float]) -> list[float]:
     """The model's PIT loss over the identity's, per blend."""
     dtype = autocast_dtype("auto", torch.device("cpu"))  # bf16 where the CPU has it, as training ran
     out = []
-    for item in blends:
-        mix, targets = item["mix"][None], item["layers"][None]
-        identity, _ = pit_loss(identity_outputs(mix, 2), targets)
+    for item, base in zip(blends, identity, strict=True):
         with torch.no_grad(), torch.autocast("cpu", dtype or torch.float32, enabled=dtype is not None):
-            layers = model(mix).float()
-        out.append((pit_loss(layers, targets)[0] / identity).item())
+            layers = model(item["mix"][None]).float()
+        out.append(pit_loss(layers, item["layers"][None])[0].item() / base)
     return out
 
 
@@ -74,11 +77,11 @@ def main() -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    motion = stiller_motion(blends)
+    motion, identity = stiller_motion(blends), identity_losses(blends)
     still = sum(m < STILL for m in motion)
     print(f"{len(blends)} fresh training blends (seed {args.seed}); {still} with a still layer")
     for name, model in models:
-        r = ratios(model, blends)
+        r = ratios(model, blends, identity)
         line = f"{name}: mean ratio {statistics.fmean(r):.3f}, median {statistics.median(r):.3f}"
         moving = [x for x, m in zip(r, motion, strict=True) if m >= STILL]
         stills = [x for x, m in zip(r, motion, strict=True) if m < STILL]
