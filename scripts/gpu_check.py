@@ -1,14 +1,16 @@
 """The GPU path in one script, for a lent GPU machine (one H100/H200, no internet, minutes of time).
 
     python3 scripts/gpu_check.py --part a --clips shared/clips                          # ~6 min
-    python3 scripts/gpu_check.py --part b --clips shared/clips --photos shared/photos --minutes 4
+    python3 scripts/gpu_check.py --part b --clips shared/clips --more-clips TRAIN_CLIPS --judge UNSEEN_CLIPS \
+        --photos shared/photos/images --cutouts shared/photos/sprites --minutes 4
     python3 scripts/gpu_check.py --dry-run --clips CLIPS --photos PHOTOS --out /tmp/gpu  # on a CPU: tiny sizes
 
 Part a: the tests marked ``cuda``; ``centrifuge bench`` of P-4 and PC-4 (paper-112, 4 layers, without and with
 the corrector) at 64x224x224 in bf16 against the paper's 0.5 s and 1 s per clip on a Quadro P4000; separate's
 frames/s on a generated 1080p clip; a short paper-112 training under torchrun on one GPU with ``--compile`` (its
 clips/s and MFU from the log). Part b: a time-boxed training of the photo recipe (``--preset``, default
-cpu-small, with ``--photos``, the clips and the tone-grid head, ``--tone-grid``), then ``evaluate`` on the clips
+cpu-small, with ``--photos``, the clips and ``--more-clips``, and the tone-grid head, ``--tone-grid``), then
+``evaluate`` on ``--judge``'s clips, which it has not trained on (without it, on the trained-on clips, labelled so),
 and the weights copied out. ``--part all`` runs both;
 ``--steps tests bench separate torchrun recipe`` picks steps.
 
@@ -171,7 +173,8 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     size = ["--frames", "4", "--size", "32", "--batch-size", "2"] if args.dry_run else []
     # Killed at the time limit: the run folder keeps its last committed checkpoint (every --ckpt-every steps).
     steps.run("recipe-train", centrifuge(
-        "train", args.clips, "--photos", *args.photos, *(["--cutouts", *args.cutouts] if args.cutouts else []),
+        "train", args.clips, *args.more_clips, "--photos", *args.photos,
+        *(["--cutouts", *args.cutouts] if args.cutouts else []),
         "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
@@ -180,10 +183,13 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     figures["recipe: step of the kept checkpoint"] = json.loads((run / "config.json").read_text()).get("step")
     ev = steps.work / "evaluate.json"
     frames_size = ["--frames", "4", "--size", "32"] if args.dry_run else ["--frames", "32", "--size", "112"]
-    if steps.run("recipe-evaluate", centrifuge("evaluate", args.clips, "--model", str(run), "--device", dev,
+    # Unseen pairs are the figure that counts; without --judge the trained-on clips are scored, and labelled so.
+    judged, label = (args.judge, "unseen clips") if args.judge else (args.clips, "trained-on clips: memory")
+    if steps.run("recipe-evaluate", centrifuge("evaluate", judged, "--model", str(run), "--device", dev,
                                                *frames_size, "--json", str(ev)), 120):
         result = json.loads(ev.read_text())
-        figures["recipe: evaluate"] = {k: v for k, v in result.items() if k not in ("per_pair", "videos", "model")}
+        figures[f"recipe: evaluate on {judged} ({label})"] = {
+            k: v for k, v in result.items() if k not in ("per_pair", "videos", "model")}
 
 
 STEPS = {"tests": cuda_tests, "bench": bench, "separate": separate_1080p, "torchrun": torchrun_training,
@@ -218,6 +224,11 @@ def main() -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="the torchrun training with --compile (default: on)")
     p.add_argument("--clips", required=True, help="folder of video clips (training and evaluation data)")
+    p.add_argument("--more-clips", nargs="+", default=[], metavar="DIR",
+                   help="more folders of real clips for part b's training (beside --clips)")
+    p.add_argument("--judge", metavar="DIR",
+                   help="folder of clips that part b does not train on, to evaluate it on (default: --clips, "
+                        "reported as trained-on)")
     p.add_argument("--photos", nargs="+", help="photo folder(s) for part b's recipe")
     p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
