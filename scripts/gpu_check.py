@@ -223,7 +223,8 @@ def main() -> int:
     p.add_argument("--steps", nargs="+", choices=list(STEPS), help="run these steps only (instead of --part)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="the torchrun training with --compile (default: on)")
-    p.add_argument("--clips", required=True, help="folder of video clips (training and evaluation data)")
+    p.add_argument("--clips", required=True,
+                   help="folder of video clips (training data; part b's evaluation data too without --judge)")
     p.add_argument("--more-clips", nargs="+", default=[], metavar="DIR",
                    help="more folders of real clips for part b's training (beside --clips)")
     p.add_argument("--judge", metavar="DIR",
@@ -233,8 +234,8 @@ def main() -> int:
     p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
     p.add_argument("--tone-grid", type=int, default=8,
-                   help="part b's output head (default 8: the tone grid, the best fit per iteration on CPU; 0: "
-                        "full-resolution layers, as the packaged model)")
+                   help="part b's output head (default 8: the tone grid, as the packaged model; 0: full-resolution "
+                        "layers)")
     p.add_argument("--minutes", type=float, default=4.0, help="part b's training time limit (default 4)")
     p.add_argument("--iterations", type=int, default=3000, help="part b's schedule length (default 3000)")
     p.add_argument("--ckpt-every", type=int, default=100, help="part b's checkpoint interval (default 100)")
