@@ -145,3 +145,20 @@ def tiny_model(corrector: bool = False, residual: bool = True, seed: int = 0) ->
         elif isinstance(m, torch.nn.Conv3d) and m.kernel_size == (1, 1, 1) and m.bias is not None:
             m.weight.data.normal_(0, 0.2)  # the heads: initialised near zero, which would hide differences
     return model.eval()
+
+
+def blends_with_and_without(videos: list[Path], option: str) -> list[tuple[dict, dict]]:
+    """Items of a small :class:`~centrifuge.data.BlendDataset` as ``(plain, changed)`` pairs: ``option`` (a
+    share of the blends) at 1 against the default. Checks on the way that the option at 0 leaves every item as
+    the default makes it, and that an item with the option is still a pure function of its index."""
+    from centrifuge.data import BlendDataset, ClipSpec
+
+    spec = ClipSpec(frames=4, size=16, train=True)
+    plain, off, on = (BlendDataset(videos, spec, seed=2, length=4, **kw) for kw in ({}, {option: 0.0}, {option: 1.0}))
+    items = []
+    for i in range(4):
+        a, b, c = plain[i], off[i], on[i]
+        assert torch.equal(a["mix"], b["mix"]) and torch.equal(a["layers"], b["layers"])
+        assert torch.equal(on[i]["mix"], c["mix"])
+        items.append((a, c))
+    return items

@@ -277,6 +277,32 @@ def test_tone_grid_layers_are_the_input_re_toned_by_the_decoders_coefficients(gr
     torch.testing.assert_close(y, want, rtol=0, atol=1e-5)
 
 
+def test_tone_curve_adds_a_quadratic_term_per_channel_to_the_tone_map() -> None:
+    """With a constant head (bias = gains, offsets, then quadratic terms per layer) each layer is exactly
+    ``(1 + gain) * x + offset + quad * x²``; without the quadratic terms it is the plain tone grid's layer."""
+    torch.manual_seed(0)
+    model = Predictor(2, 3, W, "Mixed_5c", tone_grid=8, tone_curve=True).eval()
+    assert model.decoder.head.out_channels == 18  # 3 coefficients per colour channel, per layer
+    x = torch.rand(2, 3, 5, 33, 47) * 2 - 1
+    gain = torch.tensor([[0.5, -0.2, 0.1], [-0.9, 0.0, 0.3]])
+    offset = torch.tensor([[0.1, 0.2, -0.3], [0.0, 0.4, 0.5]])
+    quad = torch.tensor([[0.3, -0.6, 0.0], [0.2, 0.1, -0.4]])
+    with torch.no_grad():
+        torch.nn.init.zeros_(model.decoder.head.weight)
+        model.decoder.head.bias.copy_(torch.stack([gain, offset, quad], 1).flatten())
+        y = model(x)
+    c = {k: v[None, :, :, None, None, None] for k, v in dict(g=gain, o=offset, q=quad).items()}
+    x5 = x[:, None]
+    torch.testing.assert_close(y, x5 * (1 + c["g"]) + c["o"] + c["q"] * x5 * x5, rtol=0, atol=1e-5)
+    assert (y - (x5 * (1 + c["g"]) + c["o"])).abs().max() > 0.1  # the quadratic term is used
+    with pytest.raises(ValueError, match="tone_curve needs a tone_grid"):
+        Predictor(2, 3, W, "Mixed_5c", tone_curve=True)
+    with pytest.raises(ValueError, match="tone_curve needs a tone_grid"):
+        ModelConfig(tone_curve=True)
+    pc = build_model(ModelConfig(n_layers=2, corrector=True, width=W, tone_grid=8, tone_curve=True))
+    assert pc.predictor.tone_curve and not pc.correctors[0].tone_curve
+
+
 def test_tone_grid_stops_the_decoder_at_its_stride_and_varies_across_the_frame() -> None:
     torch.manual_seed(0)
     full, coarse = Predictor(2, 3, W, "Mixed_5c"), Predictor(2, 3, W, "Mixed_5c", tone_grid=8)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from helpers import make_video
+from helpers import blends_with_and_without, make_video
 
 from centrifuge.data import BlendDataset, ClipSpec
 from centrifuge.reflections import ALPHA_BOUNDS, alpha_ramp, blur, reflection_blend, reflection_layer, shifted
@@ -71,15 +71,9 @@ def videos(tmp_path_factory):
 
 
 def test_dataset_reflection_share_zero_leaves_items_as_before_and_one_reflects_every_blend(videos):
-    spec = ClipSpec(frames=4, size=16, train=True)
-    plain, off = (BlendDataset(videos, spec, seed=2, length=4, **kw) for kw in ({}, {"reflection": 0.0}))
-    on = BlendDataset(videos, spec, seed=2, length=4, reflection=1.0)
-    for i in range(4):
-        a, b, c = plain[i], off[i], on[i]
-        assert torch.equal(a["mix"], b["mix"]) and torch.equal(a["layers"], b["layers"])
+    for a, c in blends_with_and_without(videos, "reflection"):
         assert torch.equal(c["layers"][0], a["layers"][0]) and not torch.equal(c["layers"][1], a["layers"][1])
         assert not torch.equal(c["mix"], a["mix"])
-        assert torch.equal(on[i]["mix"], c["mix"])  # still a pure function of the index
 
 
 def test_dataset_refuses_reflection_outside_two_layer_blends(videos):

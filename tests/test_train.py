@@ -270,9 +270,11 @@ def test_init_default_starts_from_the_packaged_model(videos, tmp_path, monkeypat
 def test_cli_model_flags_reach_the_run(videos, tmp_path):
     run = tmp_path / "run"
     args = ["train", *videos, "--preset", "cpu-small", "--out", str(run), *CLI_TINY, "--iterations", "1"]
-    assert main([*args, "--no-residual", "--decoder-width", "0.75", "--layers", "3", "--tone-grid", "4"]) == 0
+    assert main([*args, "--no-residual", "--decoder-width", "0.75", "--layers", "3", "--tone-grid", "4",
+                 "--tone-curve"]) == 0
     model = json.loads((run / CONFIG).read_text())["model"]
     assert (model["residual"], model["decoder_width"], model["n_layers"], model["tone_grid"]) == (False, 0.75, 3, 4)
+    assert model["tone_curve"] is True
     assert main([*args, "--overwrite"]) == 0
     model = json.loads((run / CONFIG).read_text())["model"]
     assert (model["residual"], model["decoder_width"], model["n_layers"]) == (True, 0.5, 2)  # preset; CLI_TINY layers
@@ -281,8 +283,10 @@ def test_cli_model_flags_reach_the_run(videos, tmp_path):
 @pytest.mark.parametrize(("flags", "says"), [
     (["--ema", "1"], ["--ema 1", "between 0 and 1"]),
     (["--tone-grid", "3"], ["tone_grid", "0, 2, 4, 8 or 16", "3"]),
+    (["--tone-curve"], ["tone_curve needs a tone_grid"]),
     (["--tone-free-loss", "-1"], ["--tone-free-loss -1", "at least 0"]),
     (["--reflection", "1.5"], ["--reflection 1.5", "[0, 1]"]),
+    (["--tone-match", "1.5"], ["--tone-match 1.5", "[0, 1]"]),
     (["--reflection", "0.5", "--videos-per-blend", "3"], ["--reflection 0.5", "two videos per blend"]),
     (["--no-augment", "--resize-factor", "0.9"], ["--resize-factor 0.9", "at least 1.0"]),
 ])

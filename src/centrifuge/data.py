@@ -23,6 +23,7 @@ from .augment import Augmentation, augment_clip
 from .blend import mix
 from .frames import to_model
 from .reflections import reflection_blend
+from .tone_match import tone_matched_blend
 from .video import VideoError, VideoInfo, probe, read_video
 
 if TYPE_CHECKING:
@@ -292,7 +293,9 @@ class BlendDataset(_VideoDataset):
     photos with probability ``photo_fraction`` (always when there are no videos): video+video,
     video+photo and photo+photo blends. With ``reflection`` (``k = 2``), that share of the blends is made like
     a scene and its reflection instead (:func:`centrifuge.reflections.reflection_blend`); ``alpha`` then
-    holds the blend's weight at the frame's centre.
+    holds the blend's weight at the frame's centre. With ``tone_match``, that share of the blends is made of
+    layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched_blend`), so that
+    tone does not tell them apart.
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -322,6 +325,7 @@ class BlendDataset(_VideoDataset):
         synth: PhotoSynth | None = None,
         photo_fraction: float = 0.5,
         reflection: float = 0.0,
+        tone_match: float = 0.0,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -335,7 +339,10 @@ class BlendDataset(_VideoDataset):
             raise ValueError(f"alpha_range must satisfy 0 <= a <= b <= 1, got {alpha_range}")
         if not 0.0 <= reflection <= 1.0 or (reflection and k != 2):
             raise ValueError(f"reflection must be in [0, 1], and 0 unless k = 2; got {reflection} with k={k}")
+        if not 0.0 <= tone_match <= 1.0:
+            raise ValueError(f"tone_match must be in [0, 1], got {tone_match}")
         self.reflection = reflection
+        self.tone_match = tone_match
         self.spec = spec
         self.k = k
         self.alpha = alpha
@@ -407,6 +414,8 @@ class BlendDataset(_VideoDataset):
         item = _item(clips, _weights(self.k, alpha), chosen)
         if self.reflection and rng.random() < self.reflection:  # no draw at 0: items as before
             item["mix"], item["layers"] = reflection_blend(item["layers"], alpha, rng)
+        if self.tone_match and rng.random() < self.tone_match:  # (likewise)
+            item["mix"], item["layers"] = tone_matched_blend(item["layers"], item["alpha"])
         return item
 
 

@@ -116,7 +116,8 @@ def add_backend_arg(p: Any) -> None:
 # flag -> ModelConfig field, for the flags that override one field of the network
 _MODEL_FLAGS = {"layers": "n_layers", "width": "width", "final_endpoint": "final_endpoint",
                 "corrector_steps": "corrector_steps", "decoder_width": "decoder_width",
-                "corrector": "corrector", "residual": "residual", "tone_grid": "tone_grid"}
+                "corrector": "corrector", "residual": "residual", "tone_grid": "tone_grid",
+                "tone_curve": "tone_curve"}
 
 
 def add_model_args(p: Any) -> None:
@@ -134,6 +135,9 @@ def add_model_args(p: Any) -> None:
                    help="each layer is the input re-toned by a gain and offset per colour channel that the decoder "
                         "writes on a grid of stride S (2, 4, 8 or 16); 0: full-resolution layers "
                         "(default: as the preset)")
+    p.add_argument("--tone-curve", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --tone-grid: the tone map adds a quadratic term per colour channel, a curve per block "
+                        "instead of a line (default: as the preset)")
 
 
 def apply_model_args(args: argparse.Namespace, model_cfg: Any) -> None:

@@ -22,8 +22,9 @@ DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "resize_factor", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split",
-                "file_list", "photo_fraction", "synth_motion", "reflection", "tone_free_loss", "log_every",
-                "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend", "val_every", "val_pairs"]
+                "file_list", "photo_fraction", "synth_motion", "reflection", "tone_match", "tone_free_loss",
+                "log_every", "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend", "val_every",
+                "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reflection", type=float, metavar="P",
                    help="make a share P of the blends like a scene and its reflection: the second layer blurred, "
                         "ghosted and faded, mixed in by a weight that changes across the frame (default 0)")
+    p.add_argument("--tone-match", type=float, metavar="P",
+                   help="make a share P of the blends of layers with the same colour statistics (each layer given the "
+                        "first one's per-channel mean and spread), so that only content and motion tell them apart "
+                        "(default 0)")
     p.add_argument("--tone-free-loss", type=float, metavar="W",
                    help="add W times a tone-invariant Eq. 3 (each output re-toned towards its target by one gain and "
                         "offset per colour channel) to the loss: it rewards content, not tone (default 0: the paper's)")
