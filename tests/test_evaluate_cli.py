@@ -127,3 +127,19 @@ def test_exclude_trained_scores_only_pairs_of_unseen_clips(tmp_path, capsys):
     # nothing left to pair
     assert main(["evaluate", *map(str, seen), "--model", str(run), "--exclude-trained"]) == 2
     assert "not trained on" in _one_error_line(capsys)
+
+
+def test_evaluate_cli_tone_match_blends_clips_of_one_colour_statistics(videos, model_file, tmp_path, capsys):
+    """--tone-match: the second clip of each pair takes the first one's colour statistics, so the tone oracle,
+    which splits the plain blends of these differently coloured clips, is near the identity there."""
+    runs = {}
+    for flags in ([], ["--tone-match"]):
+        out = tmp_path / f"eval{len(flags)}.json"
+        assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out),
+                     *flags]) == 0
+        runs[bool(flags)] = json.loads(out.read_text())
+    plain, matched = runs[False], runs[True]
+    assert (plain["tone_match"], matched["tone_match"]) == (False, True)
+    assert matched["identity_loss"] < plain["identity_loss"]  # the matched layers are closer to their blend
+    assert matched["tone_oracle_ratio"] > plain["tone_oracle_ratio"] + 0.05
+    assert "the second clip given the first one's colour statistics" in capsys.readouterr().out

@@ -6,7 +6,9 @@ Clips are the deterministic validation view: centre window of ``frames`` frames,
 ``size``, centre crop. Each video is decoded once; every pair is blended with alpha = 0.5 (Eq. 1), or, with
 ``reflection``, like a scene and its reflection (:func:`centrifuge.reflections.reflection_blend`: the second
 clip blurred, ghosted and faded, its weight ramped across the frame around 0.5; drawn from the pair's own
-seed, so the same pair is the same blend in every evaluation).
+seed, so the same pair is the same blend in every evaluation). With ``tone_match`` the second clip of each
+pair is first given the first one's colour statistics (:func:`centrifuge.tone_match.match_tone`): a yardstick
+that tone cannot pass, where the tone oracle is about the identity and only a content split scores below it.
 Outputs are clipped to the valid pixel range [-1, 1], as they are when written to video.
 """
 
@@ -28,6 +30,7 @@ from .errors import CheckpointError
 from .frames import to_model
 from .losses import identity_outputs, pit_loss, psnr
 from .reflections import reflection_blend
+from .tone_match import match_tone
 from .sources import training_videos
 from .tone import gradient_correlation, split_kind, tone_oracle
 
@@ -87,7 +90,8 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @torch.inference_mode()
 def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Sequence[tuple[int, int]],
                    alpha: float = 0.5, batch_size: int = 4, device: str | torch.device = "cpu",
-                   with_tone_oracle: bool = True, reflection: bool = False) -> dict[str, Any]:
+                   with_tone_oracle: bool = True, reflection: bool = False,
+                   tone_match: bool = False) -> dict[str, Any]:
     """Mean PIT loss and matched-layer PSNR over ``pairs`` of ``clips`` (``[N, 3, T, H, W]``).
 
     Returns a dict with ``identity_loss``, ``model_loss``, ``ratio``, ``psnr_db``, ``identity_psnr_db``,
@@ -99,12 +103,14 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     ``model`` is ``None``; the oracle's are ``None`` without ``with_tone_oracle``: it does not depend on the
     model, and on a small model costs about a third to a half of its forward pass). ``reflection``: each pair
     blended like a scene and its reflection (the module's docstring), the second layer's target as it appears.
+    ``tone_match``: the second clip of each pair given the first one's colour statistics before blending.
     """
     rows: list[dict[str, Any]] = []
     none = dict.fromkeys(("model_loss", "psnr_db", "gradient_correlation", "tone_oracle_loss"))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        targets = torch.stack([torch.stack([clips[i], clips[j]]) for i, j in chunk])  # [B, 2, 3, T, H, W]
+        second = (lambda i, j: match_tone(clips[j], clips[i])) if tone_match else (lambda i, j: clips[j])
+        targets = torch.stack([torch.stack([clips[i], second(i, j)]) for i, j in chunk])  # [B, 2, 3, T, H, W]
         if reflection:
             made = [reflection_blend(t, alpha, random.Random(f"reflection:{i}:{j}")) for t, (i, j) in zip(
                 targets, chunk, strict=True)]
@@ -182,6 +188,8 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
         lines.append(f"| gradient correlation of the matched layers | {corr:.2f} ({split_kind(corr)}: true layers "
                      f"about 0, tonal variants about 1) | |")
     how = "blended like a scene and its reflection" if result.get("reflection") else "alpha = 0.5"
+    if result.get("tone_match"):
+        how += ", the second clip given the first one's colour statistics"
     lines.append(f"\n{result['pairs']} pairs, {how}")
     if result.get("beats_tone_oracle") is not None:
         lines.append(f"model beats the tone oracle on {result['beats_tone_oracle']} of {result['pairs']} pairs")

@@ -31,6 +31,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reflection", action="store_true",
                    help="blend each pair like a scene and its reflection: the second clip blurred, ghosted and "
                         "faded, its weight changing across the frame around 0.5 (the same blend every time)")
+    p.add_argument("--tone-match", action="store_true",
+                   help="give the second clip of each pair the first one's colour statistics (per-channel mean and "
+                        "spread) before blending: tone then cannot tell the layers apart, only content can")
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0, help="seed of the --pairs sample (default 0)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="blends per forward pass (default 4)")
@@ -102,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     amp = autocast_dtype(args.precision, device) if model is shape else None  # ONNX Runtime: fp32
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device,
-                                reflection=args.reflection)
-    result["reflection"] = args.reflection
+                                reflection=args.reflection, tone_match=args.tone_match)
+    result["reflection"], result["tone_match"] = args.reflection, args.tone_match
     result["model"] = info["path"]
     result["videos"] = [str(p) for p in paths]
     result["frames"], result["size"] = args.frames, args.size
