@@ -58,8 +58,8 @@ Predictor
 
     ``tone_curve=True`` adds a quadratic term per colour channel to that map, ``O_i = (1 + G_i) * V + B_i + Q_i * V²``:
     per block a tone *curve* instead of a line, so a layer can keep the blend's bright strokes and flatten its dark
-    ones (or the reverse), the step from a gain towards the curves of HDRNet's bilateral grid that costs one more
-    coefficient per channel (a bilateral grid sliced by luminance cost 2.8 times the training step here).
+    ones (or the reverse): a step from a gain towards the curves of HDRNet's bilateral grid, for one more
+    coefficient per channel.
 
 Predictor-corrector
     A predictor gives ``Õ``; each corrector (own weights) sees the stacked layers ``[B, 3n, T, H, W]`` and
