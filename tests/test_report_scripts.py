@@ -79,6 +79,14 @@ def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_wor
     assert both[-1].split("|")[-2].strip() == "2"  # the two pairs with clip 0
     alone = subprocess.run([*script, str(old)], capture_output=True, text=True).stdout.splitlines()
     assert alone[-1].split("|")[-2].strip() == "-"
+    # the same pairs tone-matched are other blends: their oracle is not the plain blends' (and the reverse)
+    matched = dict(result, tone_match=True)
+    for r in matched["per_pair"]:
+        r["tone_oracle_loss"] = 10.0  # every model beats it
+    tm = tmp_path / "tm.json"
+    tm.write_text(__import__("json").dumps(matched))
+    lines = subprocess.run([*script, str(path), str(tm)], capture_output=True, text=True).stdout.splitlines()
+    assert [line.split("|")[-2].strip() for line in lines[-2:]] == [str(beats), "3"] and beats < 3
 
 
 def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tmp_path):

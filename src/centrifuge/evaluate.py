@@ -30,9 +30,9 @@ from .errors import CheckpointError
 from .frames import to_model
 from .losses import identity_outputs, pit_loss, psnr
 from .reflections import reflection_blend
-from .tone_match import match_tone
 from .sources import training_videos
 from .tone import gradient_correlation, split_kind, tone_oracle
+from .tone_match import match_tone
 
 #: Pairs of video indices to evaluate (all, those touching a held-out set, or a seeded subset).
 choose_pairs = all_pairs
