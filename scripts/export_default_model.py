@@ -3,9 +3,11 @@
 Usage: python scripts/export_default_model.py RUN_DIR "DATA DESCRIPTION" "HARDWARE DESCRIPTION"
 
 A run started with ``--init OTHER_RUN`` (fine-tuning) counts the iterations and training time of the runs it
-started from too, following the chain of ``init`` run folders. The preset recorded is the shipped one the run
-follows (same model and the same clips, batch and optimizer), or ``custom`` where none does: a run folder
-keeps the settings a preset gave, not the preset's name.
+started from too, following the chain of ``init`` run folders; where the chain starts from a weights file
+(``--init default``: the packaged model, or a ``.safetensors`` file), that model's recorded phases come first.
+Export such a run once: a second export would read the packaged model it has just replaced. The preset
+recorded is the shipped one the run follows (same model and the same clips, batch and optimizer), or ``custom``
+where none does: a run folder keeps the settings a preset gave, not the preset's name.
 """
 
 from __future__ import annotations
@@ -41,18 +43,30 @@ def run_preset(model: ModelConfig, train: dict[str, Any]) -> str:
     return "custom"
 
 
+def weights_before(chain: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recorded provenance of the weights file the chain's first run started from (``{}`` if none)."""
+    init = chain[0]["train"].get("init")
+    if not init or (Path(init) / "config.json").is_file():
+        return {}
+    return read_model_info(init)[1]
+
+
 def main(run_dir: Path, data: str, hardware: str, out: Path | None = None) -> Path:
     """Write the run's weights and provenance to ``out`` (default: the packaged model); returns the path."""
     chain = lineage(run_dir)
+    before = weights_before(chain)
     state = chain[-1]
     model, _ = load_model(run_dir)
     cfg, _, _ = read_model_info(run_dir)
     train = state["train"]
-    info = {"step": sum(s["step"] for s in chain), "train": {"frames": train["frames"], "size": train["size"]},
-            "preset": run_preset(cfg, train), "data": data, "hardware": hardware,
-            "phases": [{"run": Path(s["train"]["out"]).name, "iterations": s["step"], "lr": s["train"]["lr"],
-                        "augment": s["train"].get("augment", False)} for s in chain],
-            "wall_time_s": round(sum(s.get("elapsed_s", 0.0) for s in chain)), "final_train_loss": state.get("loss"),
+    phases = before.get("phases", []) + [
+        {"run": Path(s["train"]["out"]).name, "iterations": s["step"], "lr": s["train"]["lr"],
+         "augment": s["train"].get("augment", False)} for s in chain]
+    info = {"step": before.get("step", 0) + sum(s["step"] for s in chain),
+            "train": {"frames": train["frames"], "size": train["size"]},
+            "preset": run_preset(cfg, train), "data": data, "hardware": hardware, "phases": phases,
+            "wall_time_s": round(before.get("wall_time_s", 0) + sum(s.get("elapsed_s", 0.0) for s in chain)),
+            "final_train_loss": state.get("loss"),
             # what `centrifuge evaluate --exclude-trained` leaves out (file names of every phase's videos)
             "trained_on": sorted(trained_clip_names(run_dir))}
     out = out or default_model_path()

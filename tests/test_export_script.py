@@ -68,6 +68,24 @@ def test_export_records_both_phases_and_the_runs_preset(videos, tmp_path, monkey
         assert json.loads(f.metadata()["centrifuge_info"]) == info
 
 
+def test_a_fine_tune_of_a_weights_file_keeps_that_model_s_phases(videos, tmp_path, monkeypatch):
+    model, preset = load_preset("cpu-tiny")
+    common = dict(preload=True, workers=0, log_every=1, ckpt_every=1000, image_every=0, device="cpu", seed=0,
+                  compile_loss=False, augment=False)
+    first = tmp_path / "first"
+    _train(model, TrainConfig(**{**preset.__dict__, **common, "data": videos[:2], "iterations": 2,
+                                 "out": str(first)}), monkeypatch)
+    packaged = _script().main(first, "two clips", "a test machine", tmp_path / "packaged.safetensors")
+    tuned = tmp_path / "tuned"  # started from the weights file, as --init default starts from the packaged one
+    _train(model, TrainConfig(**{**preset.__dict__, **common, "data": videos, "iterations": 1, "lr": 5e-4,
+                                 "init": str(packaged), "out": str(tuned)}), monkeypatch)
+    _, info, _ = read_model_info(_script().main(tuned, "three clips", "a test machine", tmp_path / "out.safetensors"))
+    assert info["step"] == 3
+    assert [(p["run"], p["iterations"]) for p in info["phases"]] == [("first", 2), ("tuned", 1)]
+    assert info["wall_time_s"] >= read_model_info(packaged)[1]["wall_time_s"]
+    assert info["trained_on"] == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
+
+
 def test_a_run_of_no_shipped_preset_is_custom():
     script = _script()
     model, preset = load_preset("cpu-small")
