@@ -175,7 +175,8 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     steps.run("recipe-train", centrifuge(
         "train", args.clips, *args.more_clips, "--photos", *args.photos,
         *(["--cutouts", *args.cutouts] if args.cutouts else []),
-        "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--iterations",
+        "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--tone-match", str(args.tone_match),
+        "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
     if not (run / "model.safetensors").exists():
@@ -185,11 +186,14 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     frames_size = ["--frames", "4", "--size", "32"] if args.dry_run else ["--frames", "32", "--size", "112"]
     # Unseen pairs are the figure that counts; without --judge the trained-on clips are scored, and labelled so.
     judged, label = (args.judge, "unseen clips") if args.judge else (args.clips, "trained-on clips: memory")
-    if steps.run("recipe-evaluate", centrifuge("evaluate", judged, "--model", str(run), "--device", dev,
-                                               *frames_size, "--json", str(ev)), 120):
-        result = json.loads(ev.read_text())
-        figures[f"recipe: evaluate on {judged} ({label})"] = {
-            k: v for k, v in result.items() if k not in ("per_pair", "videos", "model")}
+    # With --judge, the same pairs tone-matched too: the figure that only a content split lowers.
+    for kind, flags in [("", []), *([(", tone-matched", ["--tone-match"])] if args.judge else [])]:
+        if steps.run("recipe-evaluate" + kind.replace(", ", "-"), centrifuge(
+                "evaluate", judged, "--model", str(run), "--device", dev, *frames_size, *flags, "--json", str(ev),
+                "--overwrite"), 120):
+            result = json.loads(ev.read_text())
+            figures[f"recipe: evaluate on {judged} ({label}{kind})"] = {
+                k: v for k, v in result.items() if k not in ("per_pair", "videos", "model")}
 
 
 STEPS = {"tests": cuda_tests, "bench": bench, "separate": separate_1080p, "torchrun": torchrun_training,
@@ -236,6 +240,8 @@ def main() -> int:
     p.add_argument("--tone-grid", type=int, default=8,
                    help="part b's output head (default 8: the tone grid, as the packaged model; 0: full-resolution "
                         "layers)")
+    p.add_argument("--tone-match", type=float, default=0.0, metavar="P",
+                   help="part b: make a share P of the blends of tone-matched layers (train --tone-match; default 0)")
     p.add_argument("--minutes", type=float, default=4.0, help="part b's training time limit (default 4)")
     p.add_argument("--iterations", type=int, default=3000, help="part b's schedule length (default 3000)")
     p.add_argument("--ckpt-every", type=int, default=100, help="part b's checkpoint interval (default 100)")
