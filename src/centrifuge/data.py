@@ -23,7 +23,7 @@ from .augment import Augmentation, augment_clip
 from .blend import mix
 from .frames import to_model
 from .reflections import reflection_blend
-from .tone_match import tone_matched_blend
+from .tone_match import tone_matched
 from .video import VideoError, VideoInfo, probe, read_video
 
 if TYPE_CHECKING:
@@ -294,8 +294,8 @@ class BlendDataset(_VideoDataset):
     video+photo and photo+photo blends. With ``reflection`` (``k = 2``), that share of the blends is made like
     a scene and its reflection instead (:func:`centrifuge.reflections.reflection_blend`); ``alpha`` then
     holds the blend's weight at the frame's centre. With ``tone_match``, that share of the blends is made of
-    layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched_blend`), so that
-    tone does not tell them apart.
+    layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched`, before either
+    blend), so that tone does not tell them apart.
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -412,10 +412,11 @@ class BlendDataset(_VideoDataset):
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         item = _item(clips, _weights(self.k, alpha), chosen)
-        if self.reflection and rng.random() < self.reflection:  # no draw at 0: items as before
+        if self.tone_match and rng.random() < self.tone_match:  # no draw at 0: items as before
+            item["layers"] = tone_matched(item["layers"])
+            item["mix"] = mix(item["layers"], item["alpha"])
+        if self.reflection and rng.random() < self.reflection:  # (likewise)
             item["mix"], item["layers"] = reflection_blend(item["layers"], alpha, rng)
-        if self.tone_match and rng.random() < self.tone_match:  # (likewise)
-            item["mix"], item["layers"] = tone_matched_blend(item["layers"], item["alpha"])
         return item
 
 

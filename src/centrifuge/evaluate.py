@@ -7,7 +7,7 @@ Clips are the deterministic validation view: centre window of ``frames`` frames,
 ``reflection``, like a scene and its reflection (:func:`centrifuge.reflections.reflection_blend`: the second
 clip blurred, ghosted and faded, its weight ramped across the frame around 0.5; drawn from the pair's own
 seed, so the same pair is the same blend in every evaluation). With ``tone_match`` the second clip of each
-pair is first given the first one's colour statistics (:func:`centrifuge.tone_match.match_tone`): a yardstick
+pair is first given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched`): a yardstick
 that tone cannot pass, where the tone oracle is about the identity and only a content split scores below it.
 Outputs are clipped to the valid pixel range [-1, 1], as they are when written to video.
 """
@@ -32,7 +32,7 @@ from .losses import identity_outputs, pit_loss, psnr
 from .reflections import reflection_blend
 from .sources import training_videos
 from .tone import gradient_correlation, split_kind, tone_oracle
-from .tone_match import match_tone
+from .tone_match import tone_matched
 
 #: Pairs of video indices to evaluate (all, those touching a held-out set, or a seeded subset).
 choose_pairs = all_pairs
@@ -109,8 +109,9 @@ def evaluate_clips(model: torch.nn.Module | None, clips: torch.Tensor, pairs: Se
     none = dict.fromkeys(("model_loss", "psnr_db", "gradient_correlation", "tone_oracle_loss"))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        second = (lambda i, j: match_tone(clips[j], clips[i])) if tone_match else (lambda i, j: clips[j])
-        targets = torch.stack([torch.stack([clips[i], second(i, j)]) for i, j in chunk])  # [B, 2, 3, T, H, W]
+        targets = torch.stack([torch.stack([clips[i], clips[j]]) for i, j in chunk])  # [B, 2, 3, T, H, W]
+        if tone_match:
+            targets = torch.stack([tone_matched(t) for t in targets])
         if reflection:
             made = [reflection_blend(t, alpha, random.Random(f"reflection:{i}:{j}")) for t, (i, j) in zip(
                 targets, chunk, strict=True)]

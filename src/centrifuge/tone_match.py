@@ -5,14 +5,13 @@ two scenes differ in colour and loses where they do not: the new-content pairs a
 pairs whose global tone oracle is itself near the identity (docs/results.md). With ``--tone-match P`` a share P
 of the training blends is made of layers with the same per-channel mean and standard deviation over the clip
 (the colour transfer of Reinhard et al., 2001, here in RGB), so that in those blends only content and motion
-tell the layers apart. The targets are the matched layers, as they appear in the blend.
+tell the layers apart. The layers are matched before they are blended (by Eq. 1, or like a scene and its
+reflection), so the targets are the matched layers, as they appear in the blend.
 """
 
 from __future__ import annotations
 
 import torch
-
-from .blend import mix
 
 #: Largest gain a layer's contrast is scaled by: a nearly flat clip is not stretched into noise.
 MAX_GAIN = 4.0
@@ -28,8 +27,6 @@ def match_tone(video: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (ref_mean + gain * (video - mean)).clamp(-1, 1)
 
 
-def tone_matched_blend(layers: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layers ``[k, 3, T, H, W]``, the later ones matched to the first (:func:`match_tone`), and blended with
-    ``weights`` ``[k]`` (Eq. 1 for ``k = 2``). Returns ``(mix [3, T, H, W], layers [k, 3, T, H, W])``."""
-    matched = torch.stack([layers[0], *(match_tone(v, layers[0]) for v in layers[1:])])
-    return mix(matched, weights), matched
+def tone_matched(layers: torch.Tensor) -> torch.Tensor:
+    """Layers ``[k, 3, T, H, W]``, the first as it is and the later ones matched to it (:func:`match_tone`)."""
+    return torch.stack([layers[0], *(match_tone(v, layers[0]) for v in layers[1:])])
