@@ -1,6 +1,7 @@
 """How well models fit their own training distribution: fresh photo blends, judged like `evaluate` judges clips.
 
-    python scripts/training_fit.py --photos photos/images --cutouts photos/sprites [--blends 128] MODEL...
+    python scripts/training_fit.py --photos photos/images --cutouts photos/sprites [--videos clips/ ...]
+        [--tone-match] [--blends 128] MODEL...
 
 The blends are drawn as training draws them (the `cpu-small` preset's 16-frame 96² clips, its augmentation,
 half the layers rendered from photos by `centrifuge/synth.py`), from a seed no training run uses, so every blend
@@ -9,6 +10,11 @@ identity's on the same blend. Set beside the model's figure on new content, the 
 transfer costs; the figure here is what fitting has reached. The blends are also split by how much their
 stiller layer moves (mean absolute frame difference, in [-1, 1] units), since a still layer is the one the
 paper finds easiest to take out of a moving one.
+
+With ``--videos``, half of the layers come from those clips instead (as ``--photo-fraction 0.5`` trains);
+with ``--tone-match``, every blend is made of tone-matched layers (``centrifuge/tone_match.py``), so that the
+fit is the fit of a content split: set beside ``evaluate --tone-match`` on unseen clips, it tells whether a
+model cannot split content at all (both near 1) or splits it only in what it trained on (a gap).
 """
 
 from __future__ import annotations
@@ -25,18 +31,23 @@ from centrifuge.config import load_preset
 from centrifuge.data import BlendDataset, ClipSpec
 from centrifuge.devices import autocast_dtype
 from centrifuge.losses import identity_outputs, pit_loss
+from centrifuge.sources import list_videos
 from centrifuge.synth import PhotoSynth
 
 STILL = 0.01  # a layer whose frames change by less than this on average counts as still
 
 
-def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int) -> list[dict]:
-    """``count`` training blends of the ``cpu-small`` recipe, photos only, from ``seed``."""
+def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int, videos: list[str] = (),
+                 tone_match: bool = False) -> list[dict]:
+    """``count`` training blends of the ``cpu-small`` recipe from ``seed``: photos only, or half the layers
+    from ``videos`` (files or folders); every blend tone-matched with ``tone_match``."""
     _, cfg = load_preset("cpu-small")
     spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor,
                     augment=Augmentation() if cfg.augment else None)
     synth = PhotoSynth(photos, cutouts, seed=seed)
-    data = BlendDataset([], spec, k=2, alpha=cfg.alpha, seed=seed, length=count, synth=synth)
+    paths = [str(v) for root in videos for v in list_videos(root)]
+    data = BlendDataset(paths, spec, k=2, alpha=cfg.alpha, seed=seed, length=count, synth=synth,
+                        tone_match=1.0 if tone_match else 0.0)
     return [data[i] for i in range(count)]
 
 
@@ -65,6 +76,9 @@ def main() -> int:
     p.add_argument("models", nargs="+", metavar="MODEL", help="run folders or weights files")
     p.add_argument("--photos", nargs="+", required=True, metavar="DIR")
     p.add_argument("--cutouts", nargs="*", default=[], metavar="DIR")
+    p.add_argument("--videos", nargs="*", default=[], metavar="VIDEO_OR_DIR",
+                   help="real clips for half of the layers (default: photos only)")
+    p.add_argument("--tone-match", action="store_true", help="every blend of tone-matched layers")
     p.add_argument("--blends", type=int, default=128)
     p.add_argument("--seed", type=int, default=9999, help="of the blends (default: one no run trains with)")
     args = p.parse_args()
@@ -72,14 +86,15 @@ def main() -> int:
         print("error: --blends must be at least 1", file=sys.stderr)
         return 2
     try:
-        blends = fresh_blends(args.photos, args.cutouts, args.blends, args.seed)
+        blends = fresh_blends(args.photos, args.cutouts, args.blends, args.seed, args.videos, args.tone_match)
         models = [(m, load_model(m)[0].eval()) for m in args.models]
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     motion, identity = stiller_motion(blends), identity_losses(blends)
     still = sum(m < STILL for m in motion)
-    print(f"{len(blends)} fresh training blends (seed {args.seed}); {still} with a still layer")
+    kind = ("tone-matched " if args.tone_match else "") + ("photo and video" if args.videos else "photo")
+    print(f"{len(blends)} fresh {kind} training blends (seed {args.seed}); {still} with a still layer")
     for name, model in models:
         r = ratios(model, blends, identity)
         line = f"{name}: mean ratio {statistics.fmean(r):.3f}, median {statistics.median(r):.3f}"

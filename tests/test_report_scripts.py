@@ -91,7 +91,7 @@ def test_yardstick_table_counts_pairs_at_or_above_the_identity_and_names_the_wor
 
 def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tmp_path):
     import torch
-    from helpers import TINY
+    from helpers import TINY, make_video
 
     from centrifuge.checkpoint import save_weights
     from centrifuge.model import ModelConfig, build_model
@@ -111,8 +111,34 @@ def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tm
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("2 fresh training blends (seed 9999)")
+    assert lines[0].startswith("2 fresh photo training blends (seed 9999)")
     assert "identity.safetensors: mean ratio 1.000, median 1.000" in lines[1]
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, frames=20, width=160, height=120)
+    done = subprocess.run([*script, "--photos", str(photos), "--videos", str(clip), "--tone-match", "--blends", "2",
+                           str(tmp_path / "identity.safetensors")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2 fresh tone-matched photo and video training blends (seed 9999)")
+    assert "identity.safetensors: mean ratio 1.000" in done.stdout
     done = subprocess.run([*script, "--photos", str(tmp_path / "none"), "--blends", "2", str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none" in done.stderr
+
+
+def test_training_fit_tone_match_gives_both_layers_one_colour_statistics(tmp_path):
+    import importlib.util
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate([(250, 40, 40), (30, 60, 220)]):  # a red photo and a blue one: tone differs
+        noise = np.random.default_rng(i).integers(-40, 40, size=(120, 160, 3))
+        Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    spec = importlib.util.spec_from_file_location("training_fit", ROOT / "scripts" / "training_fit.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+
+    def channel_gap(blends):  # the largest gap between the two layers' per-channel means
+        return max((b["layers"][0].mean((1, 2, 3)) - b["layers"][1].mean((1, 2, 3))).abs().max().item() for b in blends)
+
+    assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1, tone_match=True)) < 0.05
+    assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1)) > 0.15
