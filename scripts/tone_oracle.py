@@ -1,6 +1,6 @@
 """How far tone alone separates blends: an oracle that knows the true layers but may only re-tone the blend.
 
-    python scripts/tone_oracle.py clips/ [--block 16] [--json tone-oracle.json]
+    python scripts/tone_oracle.py clips/ [--block 16] [--tone-match] [--json tone-oracle.json]
 
 For every pair of the videos (the blends of `centrifuge evaluate`: 32 frames, 112², alpha 0.5, the same
 clips), each true layer L_k is approximated by the best least-squares gain and offset of the blend V,
@@ -13,6 +13,10 @@ O_k = a V + b, fitted per colour channel:
 The outputs are clipped to [-1, 1] and scored as `evaluate` scores a model (Eq. 3, permutation invariant,
 against the identity). A model whose figure is near the global oracle's separates by tone only; the block
 oracle also gains where one layer is locally flat, which is where a tone map can pass for a content split.
+
+With ``--tone-match`` the pairs are blended as ``centrifuge evaluate --tone-match`` blends them (the second clip
+given the first's colour statistics): there the block oracle bounds what a tone-grid head with blocks of that
+size can reach by re-toning, where the global oracle is near the identity.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from centrifuge.evaluate import load_clips
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.sources import video_files
 from centrifuge.tone import affine_fit, tone_oracle
+from centrifuge.tone_match import tone_matched
 
 
 def blocks(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -40,11 +45,13 @@ def blocks(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.transpose(-3, -2)
 
 
-def oracle_ratios(clips: torch.Tensor, block: int) -> list[dict[str, float]]:
-    """Per pair: the global and block oracles' loss over the identity's."""
+def oracle_ratios(clips: torch.Tensor, block: int, tone_match: bool = False) -> list[dict[str, float]]:
+    """Per pair: the global and block oracles' loss over the identity's (of tone-matched pairs with
+    ``tone_match``)."""
     rows = []
     for i, j in all_pairs(len(clips)):
-        targets = torch.stack([clips[i], clips[j]])[None]  # [1, 2, 3, T, H, W]
+        targets = torch.stack([clips[i], clips[j]])
+        targets = (tone_matched(targets) if tone_match else targets)[None]  # [1, 2, 3, T, H, W]
         mix = blend(targets[:, 0], targets[:, 1], 0.5)
         identity, _ = pit_loss(identity_outputs(mix, 2), targets)
         v = mix[:, None].expand_as(targets)
@@ -64,6 +71,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--block", type=int, default=16, help="square of the block oracle, in pixels (default 16)")
+    p.add_argument("--tone-match", action="store_true",
+                   help="blend each pair's clips with one colour statistics, as evaluate --tone-match does")
     p.add_argument("--json", type=Path, help="also write the per-pair figures here")
     args = p.parse_args()
     try:
@@ -74,7 +83,7 @@ def main() -> int:
     if len(paths) < 2:
         print("error: give at least two videos", file=sys.stderr)
         return 2
-    rows = oracle_ratios(load_clips(paths, args.frames, args.size), args.block)
+    rows = oracle_ratios(load_clips(paths, args.frames, args.size), args.block, args.tone_match)
     for r in rows:
         r["clips"] = [paths[r["a"]].name, paths[r["b"]].name]
     for key in ("global", "block"):
@@ -82,7 +91,8 @@ def main() -> int:
         print(f"{key} tone oracle: mean {statistics.fmean(vals):.3f}, median {statistics.median(vals):.3f}, "
               f"best {min(vals):.3f}, worst {max(vals):.3f} x identity, {len(vals)} pairs")
     if args.json:
-        args.json.write_text(json.dumps({"block": args.block, "per_pair": rows}, indent=1))
+        args.json.write_text(json.dumps({"block": args.block, "tone_match": args.tone_match, "per_pair": rows},
+                                        indent=1))
     return 0
 
 

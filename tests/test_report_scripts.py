@@ -142,3 +142,25 @@ def test_training_fit_tone_match_gives_both_layers_one_colour_statistics(tmp_pat
 
     assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1, tone_match=True)) < 0.05
     assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1)) > 0.15
+
+
+def test_tone_oracle_tone_match_takes_the_global_oracle_to_the_identity(tmp_path):
+    import json
+    from statistics import fmean
+
+    from helpers import make_video
+
+    for seed in range(3):  # one moving square each, on backgrounds of different colours
+        make_video(tmp_path / f"v{seed}.mp4", frames=8, width=48, height=48, seed=seed * 5, pattern="moving")
+    script = [sys.executable, str(ROOT / "scripts" / "tone_oracle.py"), str(tmp_path), "--frames", "8", "--size", "32",
+              "--block", "8"]
+    figures = {}
+    for flag in ([], ["--tone-match"]):
+        out = tmp_path / f"oracle{len(flag)}.json"
+        done = subprocess.run([*script, *flag, "--json", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        figures[bool(flag)] = json.loads(out.read_text())
+    assert figures[True]["tone_match"] and not figures[False]["tone_match"]
+    plain, matched = (fmean([r["global"] for r in figures[k]["per_pair"]]) for k in (False, True))
+    assert matched > plain + 0.05  # matched clips leave the global re-toning less to win
+    assert all(r["block"] <= r["global"] + 1e-6 for k in (False, True) for r in figures[k]["per_pair"])
