@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Sequence
 
 import torch
 
@@ -37,7 +38,7 @@ from centrifuge.synth import PhotoSynth
 STILL = 0.01  # a layer whose frames change by less than this on average counts as still
 
 
-def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int, videos: list[str] = (),
+def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int, videos: Sequence[str] = (),
                  tone_match: bool = False) -> list[dict]:
     """``count`` training blends of the ``cpu-small`` recipe from ``seed``: photos only, or half the layers
     from ``videos`` (files or folders); every blend tone-matched with ``tone_match``."""
