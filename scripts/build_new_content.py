@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,6 +32,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from centrifuge.checkpoint import atomic_write
 
 ROLES = ("judged", "trained", "trained2", "aside")  # also the output folder names, and the build order
 
@@ -375,11 +376,12 @@ class Fetcher:
 
 def _write_atomic(target: Path, src: IO[bytes]) -> None:
     """Write a stream to target through a temporary name, so an interrupted run leaves no partial file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    with open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out)
-    os.replace(tmp, target)
+
+    def copy(tmp: str) -> None:
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out)
+
+    atomic_write(target, copy)
 
 
 def ffmpeg_command(clip: Clip, source: Path, output: Path) -> list[str]:
@@ -441,13 +443,13 @@ def build(clip: Clip, out: Path, fetcher: Fetcher) -> bool:
             state = "kept"
         else:
             source = fetcher.source(clip)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            done = _run(ffmpeg_command(clip, source, tmp))
-            if done.returncode != 0 or not tmp.exists():
-                tmp.unlink(missing_ok=True)
-                raise BuildError(f"ffmpeg failed on {clip.path}: {_error_line(done.stderr)}")
-            os.replace(tmp, target)
+
+            def encode(tmp: str) -> None:
+                done = _run(ffmpeg_command(clip, source, Path(tmp)))
+                if done.returncode != 0 or not Path(tmp).stat().st_size:
+                    raise BuildError(f"ffmpeg failed on {clip.path}: {_error_line(done.stderr)}")
+
+            atomic_write(target, encode)
             state = "built"
         problems = check(clip, target)
     except BuildError as error:
