@@ -3,7 +3,8 @@
     python scripts/training_fit.py --photos photos/images --cutouts photos/sprites [--videos clips/ ...]
         [--tone-match] [--blends 128] MODEL...
 
-The blends are drawn as training draws them (the `cpu-small` preset's 16-frame 96² clips, its augmentation,
+The blends are drawn as training draws them (the `cpu-small` preset's 16-frame 96² clips unless ``--frames`` and
+``--size`` say otherwise, its augmentation,
 half the layers rendered from photos by `centrifuge/synth.py`), from a seed no training run uses, so every blend
 is new to every model while its kind is the one they trained on. Each model's PIT loss (Eq. 2) is divided by the
 identity's on the same blend. Set beside the model's figure on new content, the gap between the two is what
@@ -39,11 +40,12 @@ STILL = 0.01  # a layer whose frames change by less than this on average counts 
 
 
 def fresh_blends(photos: list[str], cutouts: list[str], count: int, seed: int, videos: Sequence[str] = (),
-                 tone_match: bool = False) -> list[dict]:
+                 tone_match: bool = False, frames: int | None = None, size: int | None = None) -> list[dict]:
     """``count`` training blends of the ``cpu-small`` recipe from ``seed``: photos only, or half the layers
-    from ``videos`` (files or folders); every blend tone-matched with ``tone_match``."""
+    from ``videos`` (files or folders); every blend tone-matched with ``tone_match``; the preset's clip
+    geometry unless ``frames`` or ``size`` is given."""
     _, cfg = load_preset("cpu-small")
-    spec = ClipSpec(frames=cfg.frames, size=cfg.size, train=True, resize_factor=cfg.resize_factor,
+    spec = ClipSpec(frames=frames or cfg.frames, size=size or cfg.size, train=True, resize_factor=cfg.resize_factor,
                     augment=Augmentation() if cfg.augment else None)
     synth = PhotoSynth(photos, cutouts, seed=seed)
     paths = [str(v) for root in videos for v in list_videos(root)]
@@ -81,13 +83,17 @@ def main() -> int:
                    help="real clips for half of the layers (default: photos only)")
     p.add_argument("--tone-match", action="store_true", help="every blend of tone-matched layers")
     p.add_argument("--blends", type=int, default=128)
+    p.add_argument("--frames", type=int, help="clip length of each blend (default: the cpu-small preset's, 16)")
+    p.add_argument("--size", type=int, help="clip size H = W of each blend (default: the cpu-small preset's, 96)")
     p.add_argument("--seed", type=int, default=9999, help="of the blends (default: one no run trains with)")
     args = p.parse_args()
-    if args.blends < 1:
-        print("error: --blends must be at least 1", file=sys.stderr)
-        return 2
+    for name in ("blends", "frames", "size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            print(f"error: --{name} must be at least 1", file=sys.stderr)
+            return 2
     try:
-        blends = fresh_blends(args.photos, args.cutouts, args.blends, args.seed, args.videos, args.tone_match)
+        blends = fresh_blends(args.photos, args.cutouts, args.blends, args.seed, args.videos, args.tone_match,
+                              args.frames, args.size)
         models = [(m, load_model(m)[0].eval()) for m in args.models]
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -95,7 +101,9 @@ def main() -> int:
     motion, identity = stiller_motion(blends), identity_losses(blends)
     still = sum(m < STILL for m in motion)
     kind = ("tone-matched " if args.tone_match else "") + ("photo and video" if args.videos else "photo")
-    print(f"{len(blends)} fresh {kind} training blends (seed {args.seed}); {still} with a still layer")
+    shape = tuple(blends[0]["mix"].shape[-3:])
+    print(f"{len(blends)} fresh {kind} training blends of {shape[0]}x{shape[1]}x{shape[2]} (seed {args.seed}); "
+          f"{still} with a still layer")
     for name, model in models:
         r = ratios(model, blends, identity)
         line = f"{name}: mean ratio {statistics.fmean(r):.3f}, median {statistics.median(r):.3f}"

@@ -111,18 +111,22 @@ def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tm
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("2 fresh photo training blends (seed 9999)")
+    assert lines[0].startswith("2 fresh photo training blends of 16x96x96 (seed 9999)")
     assert "identity.safetensors: mean ratio 1.000, median 1.000" in lines[1]
     clip = tmp_path / "clip.mp4"
     make_video(clip, frames=20, width=160, height=120)
     done = subprocess.run([*script, "--photos", str(photos), "--videos", str(clip), "--tone-match", "--blends", "2",
-                           str(tmp_path / "identity.safetensors")], capture_output=True, text=True)
+                           "--frames", "8", "--size", "48", str(tmp_path / "identity.safetensors")],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("2 fresh tone-matched photo and video training blends (seed 9999)")
+    assert done.stdout.startswith("2 fresh tone-matched photo and video training blends of 8x48x48 (seed 9999)")
     assert "identity.safetensors: mean ratio 1.000" in done.stdout
     done = subprocess.run([*script, "--photos", str(tmp_path / "none"), "--blends", "2", str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none" in done.stderr
+    done = subprocess.run([*script, "--photos", str(photos), "--size", "0", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == "error: --size must be at least 1"
 
 
 def test_training_fit_tone_match_gives_both_layers_one_colour_statistics(tmp_path):
