@@ -232,3 +232,19 @@ def test_synth_motion_off_leaves_todays_clips_and_on_changes_them(photos, cutout
     assert np.array_equal(today, off)
     assert any(not np.array_equal(c, PhotoSynth([photos], [cutouts], seed=0).clip(i, 8, 32))
                for i, c in zip(range(2, 6), on, strict=True))
+
+
+def test_synth_fast_flag_reaches_the_renderer_and_speeds_up_its_cameras(photos, cutouts):
+    from centrifuge.config import TrainConfig, validate_train_config
+    from centrifuge.train import photo_synth
+
+    def mean_motion(fast: float) -> float:  # mean absolute frame difference over a dozen clips
+        synth = photo_synth(TrainConfig(photos=[str(photos)], cutouts=[str(cutouts)], synth_fast=fast))
+        assert synth is not None
+        return float(np.mean([np.abs(np.diff(synth.clip(i, 8, 32).astype(np.float32), axis=0)).mean()
+                              for i in range(12)]))
+
+    assert photo_synth(TrainConfig(photos=[str(photos)])).cfg.fast == 0.3  # the default keeps today's clips
+    assert mean_motion(1.0) > 1.5 * mean_motion(0.0)
+    with pytest.raises(ValueError, match=r"--synth-fast 1.5: must be in \[0, 1\]"):
+        validate_train_config(TrainConfig(synth_fast=1.5))

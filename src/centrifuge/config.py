@@ -43,6 +43,7 @@ class TrainConfig:
     tone_match: float = 0.0  # share of blends whose layers share one colour statistics (centrifuge.tone_match)
     tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
+    synth_fast: float = 0.3  # probability that a moving photo clip's camera is fast (centrifuge.synth)
     frames: int = 32
     size: int = 112
     resize_factor: float = 1.15
@@ -169,13 +170,13 @@ def validate_train_config(cfg: TrainConfig) -> None:
         if value is not None and value < low:
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
     for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction",
-                 "synth_motion", "tone_free_loss", "reflection", "tone_match"):
+                 "synth_motion", "synth_fast", "tone_free_loss", "reflection", "tone_match"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
     if not 0 < cfg.alpha < 1:
         raise ValueError(f"--alpha {cfg.alpha} (train.alpha, Eq. 1) must lie strictly between 0 and 1")
-    for name in ("photo_fraction", "synth_motion", "reflection", "tone_match"):
+    for name in ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{_flag(name)} {getattr(cfg, name)}: must be in [0, 1] (train.{name})")
     if cfg.reflection and cfg.videos_per_blend != 2:
