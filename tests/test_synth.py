@@ -16,7 +16,7 @@ from centrifuge.checkpoint import CONFIG
 from centrifuge.cli import main
 from centrifuge.config import TrainConfig
 from centrifuge.data import BlendDataset, ClipSpec
-from centrifuge.synth import Path2D, PhotoSynth, list_images, render
+from centrifuge.synth import Path2D, PhotoSynth, SynthConfig, list_images, render
 
 CLI_TINY = ["--frames", "4", "--size", "32", "--width", "0.125", "--layers", "2", "--final-endpoint", "Mixed_3c",
             "--no-corrector", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-progress",
@@ -249,3 +249,36 @@ def test_synth_fast_flag_reaches_the_renderer_and_speeds_up_its_cameras(photos, 
     assert mean_motion(1.0) > 1.5 * mean_motion(0.0)
     with pytest.raises(ValueError, match=r"--synth-fast 1.5: must be in \[0, 1\]"):
         validate_train_config(TrainConfig(synth_fast=1.5))
+
+
+def test_same_photo_blends_render_both_layers_from_one_photo_on_two_camera_paths(tmp_path):
+    """Photos of five distinct colours (no objects, no light drift): at share 1 the two layers of every blend
+    share their photo's colour yet differ (two camera paths); at share 0 items are as without the option."""
+    colours = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220)]
+    for i, colour in enumerate(colours):
+        texture = _noise_image(i).astype(np.int16) // 4 - 32
+        Image.fromarray(np.clip(np.array(colour) + texture, 0, 255).astype(np.uint8)).save(tmp_path / f"c{i}.png")
+    synth = PhotoSynth([tmp_path], seed=0, cfg=SynthConfig(objects=(1.0,), light=0.0))
+    spec = ClipSpec(frames=3, size=16, train=True)
+    plain, off, on = (BlendDataset([], spec, length=8, synth=synth, seed=4, **kw)
+                      for kw in ({}, {"same_photo": 0.0}, {"same_photo": 1.0}))
+    apart = 0
+    for i in range(8):
+        assert torch.equal(plain[i]["layers"], off[i]["layers"])
+        layers = on[i]["layers"]
+        torch.testing.assert_close(layers[0].mean((1, 2, 3)), layers[1].mean((1, 2, 3)), atol=0.1, rtol=0)
+        assert not torch.equal(layers[0], layers[1])
+        assert on[i]["videos"].tolist() == [-1, -1]
+        torch.testing.assert_close(on[i]["mix"], (on[i]["alpha"][:, None, None, None, None] * layers).sum(0))
+        apart += (plain[i]["layers"][0].mean((1, 2, 3)) - plain[i]["layers"][1].mean((1, 2, 3))).abs().max() > 0.3
+    assert apart >= 4  # without the option most blends are of two colours
+    with pytest.raises(ValueError, match="same_photo"):
+        BlendDataset([tmp_path / "a.mp4", tmp_path / "b.mp4"], spec, same_photo=0.5, length=1)  # no photos
+
+
+def test_cli_same_photo_needs_photos(tmp_path, capsys):
+    video = tmp_path / "v.mp4"
+    make_video(video, frames=6, width=24, height=20, seed=0)
+    assert main(["train", str(video), str(video), "--same-photo", "0.5", "--out", str(tmp_path / "run"),
+                 *CLI_TINY, "--iterations", "1"]) == 2
+    assert "--same-photo" in capsys.readouterr().err

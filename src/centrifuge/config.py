@@ -41,6 +41,7 @@ class TrainConfig:
     photo_fraction: float = 0.5  # probability that a layer is rendered from photos (1 without videos)
     reflection: float = 0.0  # share of blends made like a scene and its reflection (centrifuge.reflections)
     tone_match: float = 0.0  # share of blends whose layers share one colour statistics (centrifuge.tone_match)
+    same_photo: float = 0.0  # share of blends of two clips of one photo on two camera paths (centrifuge.data)
     tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     synth_fast: float = 0.3  # probability that a moving photo clip's camera is fast (centrifuge.synth)
@@ -170,15 +171,17 @@ def validate_train_config(cfg: TrainConfig) -> None:
         if value is not None and value < low:
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
     for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction",
-                 "synth_motion", "synth_fast", "tone_free_loss", "reflection", "tone_match"):
+                 "synth_motion", "synth_fast", "tone_free_loss", "reflection", "tone_match", "same_photo"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
     if not 0 < cfg.alpha < 1:
         raise ValueError(f"--alpha {cfg.alpha} (train.alpha, Eq. 1) must lie strictly between 0 and 1")
-    for name in ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match"):
+    for name in ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{_flag(name)} {getattr(cfg, name)}: must be in [0, 1] (train.{name})")
+    if cfg.same_photo and (cfg.videos_per_blend != 2 or not cfg.photos):
+        raise ValueError(f"--same-photo {cfg.same_photo} (train.same_photo) needs --photos and two videos per blend")
     if cfg.reflection and cfg.videos_per_blend != 2:
         raise ValueError(f"--reflection {cfg.reflection} (train.reflection) needs two videos per blend, "
                          f"not {cfg.videos_per_blend}")

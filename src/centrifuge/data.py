@@ -295,7 +295,9 @@ class BlendDataset(_VideoDataset):
     a scene and its reflection instead (:func:`centrifuge.reflections.reflection_blend`); ``alpha`` then
     holds the blend's weight at the frame's centre. With ``tone_match``, that share of the blends is made of
     layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched`, before either
-    blend), so that tone does not tell them apart.
+    blend), so that tone does not tell them apart. With ``same_photo`` (``k = 2``, with ``synth``), that share of the
+    blends is of two clips rendered from one photo on two camera paths: nothing but where the photo lies in each
+    frame, and how that moves, tells the layers apart.
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -326,6 +328,7 @@ class BlendDataset(_VideoDataset):
         photo_fraction: float = 0.5,
         reflection: float = 0.0,
         tone_match: float = 0.0,
+        same_photo: float = 0.0,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -341,7 +344,10 @@ class BlendDataset(_VideoDataset):
             raise ValueError(f"reflection must be in [0, 1], and 0 unless k = 2; got {reflection} with k={k}")
         if not 0.0 <= tone_match <= 1.0:
             raise ValueError(f"tone_match must be in [0, 1], got {tone_match}")
+        if not 0.0 <= same_photo <= 1.0 or (same_photo and (k != 2 or synth is None)):
+            raise ValueError(f"same_photo must be in [0, 1], and 0 unless k = 2 with photos; got {same_photo}")
         self.reflection = reflection
+        self.same_photo = same_photo
         self.tone_match = tone_match
         self.spec = spec
         self.k = k
@@ -383,6 +389,8 @@ class BlendDataset(_VideoDataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = self.rng(index)
+        if self.same_photo and rng.random() < self.same_photo:  # no draw at 0: items as before
+            return self._same_photo_item(index, rng)
         n = len(self.paths)
         chosen: list[int] = []
         clips: list[np.ndarray] = []
@@ -418,6 +426,16 @@ class BlendDataset(_VideoDataset):
         if self.reflection and rng.random() < self.reflection:  # (likewise)
             item["mix"], item["layers"] = reflection_blend(item["layers"], alpha, rng)
         return item
+
+    def _same_photo_item(self, index: int, rng: random.Random) -> dict[str, torch.Tensor]:
+        assert self.synth is not None
+        photo = self.synth.photo_index(rng)
+        clips = [self.synth.clip(index, self.spec.frames, self.spec.size, random.Random(rng.random()), photo=photo)
+                 for _ in range(2)]
+        if self.frozen:
+            clips = [_freeze(c, rng) for c in clips]
+        alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
+        return _item(clips, _weights(2, alpha), [-1, -1])
 
 
 def all_pairs(

@@ -404,7 +404,15 @@ class PhotoSynth:
         """Files that are not readable images (skipped)."""
         return self.photos.skipped + (self.cutouts.skipped if self.cutouts else [])
 
-    def _photo(self, rng: random.Random, short_side: int) -> torch.Tensor:
+    def photo_index(self, rng: random.Random) -> int:
+        """A random photo, for :meth:`clip`'s ``photo`` (one that cannot be decoded is replaced there)."""
+        return rng.randrange(len(self.photos))
+
+    def _photo(self, rng: random.Random, short_side: int, index: int | None = None) -> torch.Tensor:
+        if index is not None:
+            img = self.photos.get(index, short_side)
+            if img is not None:
+                return img
         for _ in range(len(self.photos)):
             img = self.photos.get(rng.randrange(len(self.photos)), short_side)
             if img is not None:
@@ -419,13 +427,14 @@ class PhotoSynth:
                 return img
         return soft_crop(self._photo(rng, short_side), rng)
 
-    def clip(self, index: int, frames: int, size: int | tuple[int, int], rng: random.Random | None = None
-             ) -> np.ndarray:
-        """Clip ``index``: ``uint8 [frames, H, W, 3]`` (``size``: an int for a square, or ``(H, W)``)."""
+    def clip(self, index: int, frames: int, size: int | tuple[int, int], rng: random.Random | None = None,
+             photo: int | None = None) -> np.ndarray:
+        """Clip ``index``: ``uint8 [frames, H, W, 3]`` (``size``: an int for a square, or ``(H, W)``); its
+        background is photo ``photo`` when given (two clips of one photo differ only in camera and objects)."""
         h, w = (size, size) if isinstance(size, int) else size
         rng = rng or random.Random(f"synth:{self.seed}:{index}")
         short = round(self.cfg.oversample * max(h, w))
-        background = self._photo(rng, short)
+        background = self._photo(rng, short, photo)
         weights = self.cfg.objects
         n = rng.choices(range(len(weights)), weights=weights)[0]
         objects = [self._object(rng, short) for _ in range(n)]

@@ -318,7 +318,8 @@ def _make_loader(cfg: TrainConfig, start_step: int, dist: Distributed, device: t
     dataset = BlendDataset(videos, spec, k=cfg.videos_per_blend, alpha=cfg.alpha, alpha_range=cfg.alpha_range,
                            frozen=cfg.frozen, preload=cfg.preload, seed=cfg.seed,
                            length=cfg.iterations * cfg.batch_size, synth=synth, photo_fraction=cfg.photo_fraction,
-                           reflection=cfg.reflection, tone_match=cfg.tone_match)
+                           reflection=cfg.reflection, tone_match=cfg.tone_match,
+                           same_photo=cfg.same_photo)
     sampler = StepBatchSampler(cfg, start_step, dist)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
