@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from helpers import make_audio_only, make_video
 
 from centrifuge.checkpoint import save_weights
@@ -143,3 +144,23 @@ def test_evaluate_cli_tone_match_blends_clips_of_one_colour_statistics(videos, m
     assert matched["identity_loss"] < plain["identity_loss"]  # the matched layers are closer to their blend
     assert matched["tone_oracle_ratio"] > plain["tone_oracle_ratio"] + 0.05
     assert "the second clip given the first one's colour statistics" in capsys.readouterr().out
+
+
+def test_evaluate_cli_frozen_judges_the_same_pairs_without_motion(videos, model_file, tmp_path, capsys):
+    """--frozen: every clip is its middle frame repeated (the generated videos move, so the figures change),
+    recorded in the JSON and said in the table."""
+    from centrifuge.evaluate import frozen_clips
+
+    clips = load_clips(videos, 4, 32)
+    still = frozen_clips(clips)
+    assert still.shape == clips.shape and torch.equal(still[:, :, 0], clips[:, :, 2])
+    assert torch.equal(still[:, :, 0], still[:, :, 3]) and not torch.equal(clips[:, :, 0], clips[:, :, 3])
+    runs = {}
+    for flags in ([], ["--frozen"]):
+        out = tmp_path / f"eval{len(flags)}.json"
+        assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out),
+                     *flags]) == 0
+        runs[bool(flags)] = json.loads(out.read_text())
+    assert (runs[False]["frozen"], runs[True]["frozen"]) == (False, True)
+    assert runs[False]["identity_loss"] != runs[True]["identity_loss"]
+    assert "frozen at its middle frame" in capsys.readouterr().out

@@ -44,6 +44,13 @@ def load_clips(paths: Sequence[str | Path], frames: int, size: int) -> torch.Ten
     return torch.stack([to_model(sample_clip(p, spec, random.Random(0))) for p in paths])
 
 
+def frozen_clips(clips: torch.Tensor) -> torch.Tensor:
+    """Each clip of ``[N, 3, T, H, W]`` as its middle frame repeated: the same pairs without motion (Table 3's
+    frozen videos), so that a model's figures with and without tell how much it uses motion."""
+    middle = clips.shape[2] // 2
+    return clips[:, :, middle:middle + 1].expand_as(clips).contiguous()
+
+
 def _baseline_figures(mix: torch.Tensor, targets: torch.Tensor, oracle: bool) -> dict[str, torch.Tensor]:
     """Per blend: the identity's loss and PSNR, and with ``oracle`` the global tone oracle's loss
     (:func:`centrifuge.tone.tone_oracle`)."""
@@ -191,6 +198,8 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
     how = "blended like a scene and its reflection" if result.get("reflection") else "alpha = 0.5"
     if result.get("tone_match"):
         how += ", the second clip given the first one's colour statistics"
+    if result.get("frozen"):
+        how += ", every clip frozen at its middle frame (no motion)"
     lines.append(f"\n{result['pairs']} pairs, {how}")
     if result.get("beats_tone_oracle") is not None:
         lines.append(f"model beats the tone oracle on {result['beats_tone_oracle']} of {result['pairs']} pairs")

@@ -34,6 +34,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tone-match", action="store_true",
                    help="give the second clip of each pair the first one's colour statistics (per-channel mean and "
                         "spread) before blending: tone then cannot tell the layers apart, only content can")
+    p.add_argument("--frozen", action="store_true",
+                   help="freeze every clip at its middle frame: the same pairs without motion. A model that uses "
+                        "motion scores worse frozen than moving; one that scores alike splits by appearance alone")
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0, help="seed of the --pairs sample (default 0)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="blends per forward pass (default 4)")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..devices import autocast_dtype
-    from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, load_clips
+    from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, frozen_clips, load_clips
     from ..memory import check_fits, largest_activation
     from ..video import check_video
 
@@ -102,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
     check_fits(needed, device, f"evaluating {len(paths)} clips of {args.frames} frames at {args.size} pixels",
                "lower --frames or --size")
     clips = load_clips(paths, args.frames, args.size)
+    if args.frozen:
+        clips = frozen_clips(clips)
     amp = autocast_dtype(args.precision, device) if model is shape else None  # ONNX Runtime: fp32
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device,
                                 reflection=args.reflection, tone_match=args.tone_match)
-    result["reflection"], result["tone_match"] = args.reflection, args.tone_match
+    result["reflection"], result["tone_match"], result["frozen"] = args.reflection, args.tone_match, args.frozen
     result["model"] = info["path"]
     result["videos"] = [str(p) for p in paths]
     result["frames"], result["size"] = args.frames, args.size
