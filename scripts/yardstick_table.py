@@ -6,7 +6,8 @@ Each row: pairs, mean / median / worst model-to-identity loss ratio (the worst p
 above the identity, the mean matched-layer PSNR, the matched layers' gradient correlation (content: ~0,
 tone: ~1) and the pairs where the model beats the tone oracle. A file written before `evaluate` reported the
 oracle takes its per-pair figures from another file of the same call with the same clips, frames, size and blend
-(plain, like a reflection, or tone-matched: the oracle depends on the blend alone); "-" where none has them.
+(plain, like a reflection, or tone-matched; moving or frozen: the oracle depends on the blend alone); "-" where
+none has them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 def _pair_key(result: dict, pair: dict) -> tuple:
     return (tuple(pair.get("clips", ())), result.get("frames"), result.get("size"), bool(result.get("reflection")),
-            bool(result.get("tone_match")))
+            bool(result.get("tone_match")), bool(result.get("frozen")))
 
 
 def oracle_losses(results: list[dict]) -> dict[tuple, float]:

@@ -121,6 +121,11 @@ def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tm
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("2 fresh tone-matched photo and video training blends of 8x48x48 (seed 9999)")
     assert "identity.safetensors: mean ratio 1.000" in done.stdout
+    done = subprocess.run([*script, "--photos", str(photos), "--same-photo", "--frozen", "--blends", "2", "--frames",
+                           "4", "--size", "32", str(tmp_path / "identity.safetensors")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2 fresh photo (one photo per blend) training blends of 4x32x32")
+    assert "; frozen 1.000" in done.stdout
     done = subprocess.run([*script, "--photos", str(tmp_path / "none"), "--blends", "2", str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none" in done.stderr
@@ -130,7 +135,10 @@ def test_training_fit_scores_the_identity_at_one_and_refuses_a_missing_folder(tm
 
 
 def test_training_fit_tone_match_gives_both_layers_one_colour_statistics(tmp_path):
+    """--tone-match gives both layers one colour statistics; frozen() stills blends and mixes them again."""
     import importlib.util
+
+    import torch
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -146,6 +154,11 @@ def test_training_fit_tone_match_gives_both_layers_one_colour_statistics(tmp_pat
 
     assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1, tone_match=True)) < 0.05
     assert channel_gap(fit.fresh_blends([str(photos)], [], 4, seed=1)) > 0.15
+    moving = fit.fresh_blends([str(photos)], [], 2, seed=1, frames=4, size=32)
+    for item, still in zip(moving, fit.frozen(moving), strict=True):
+        assert torch.equal(still["layers"][:, :, 0], item["layers"][:, :, 2])
+        assert torch.equal(still["layers"][:, :, 0], still["layers"][:, :, 3])
+        torch.testing.assert_close(still["mix"], (item["alpha"][:, None, None, None, None] * still["layers"]).sum(0))
 
 
 def test_tone_oracle_tone_match_takes_the_global_oracle_to_the_identity(tmp_path):
