@@ -10,7 +10,8 @@ the corrector) at 64x224x224 in bf16 against the paper's 0.5 s and 1 s per clip 
 frames/s on a generated 1080p clip; a short paper-112 training under torchrun on one GPU with ``--compile`` (its
 clips/s and MFU from the log). Part b: a time-boxed training of the photo recipe (``--preset``, default
 cpu-small, with ``--photos``, the clips and ``--more-clips``, and the tone-grid head, ``--tone-grid``), then
-``evaluate`` on ``--judge``'s clips, which it has not trained on (without it, on the trained-on clips, labelled so),
+``evaluate`` on ``--judge``'s clips, which it has not trained on (without it, on the trained-on clips, labelled so:
+plain, tone-matched, and tone-matched with every clip frozen, which tells whether the model uses motion),
 and the weights copied out. ``--part all`` runs both;
 ``--steps tests bench separate torchrun recipe`` picks steps.
 
@@ -176,7 +177,7 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
         "train", args.clips, *args.more_clips, "--photos", *args.photos,
         *(["--cutouts", *args.cutouts] if args.cutouts else []),
         "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--tone-match", str(args.tone_match),
-        "--iterations",
+        "--same-photo", str(args.same_photo), "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
     if not (run / "model.safetensors").exists():
@@ -186,8 +187,10 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     frames_size = ["--frames", "4", "--size", "32"] if args.dry_run else ["--frames", "32", "--size", "112"]
     # Unseen pairs are the figure that counts; without --judge the trained-on clips are scored, and labelled so.
     judged, label = (args.judge, "unseen clips") if args.judge else (args.clips, "trained-on clips: memory")
-    # With --judge, the same pairs tone-matched too: the figure that only a content split lowers.
-    for kind, flags in [("", []), *([(", tone-matched", ["--tone-match"])] if args.judge else [])]:
+    # With --judge, the same pairs tone-matched too (the figure that only a content split lowers), and those frozen
+    # (a model that uses motion scores worse there).
+    judged_kinds = [(", tone-matched", ["--tone-match"]), (", tone-matched, frozen", ["--tone-match", "--frozen"])]
+    for kind, flags in [("", []), *(judged_kinds if args.judge else [])]:
         if steps.run("recipe-evaluate" + kind.replace(", ", "-"), centrifuge(
                 "evaluate", judged, "--model", str(run), "--device", dev, *frames_size, *flags, "--json", str(ev),
                 "--overwrite"), 120):
@@ -242,6 +245,8 @@ def main() -> int:
                         "layers)")
     p.add_argument("--tone-match", type=float, default=0.0, metavar="P",
                    help="part b: make a share P of the blends of tone-matched layers (train --tone-match; default 0)")
+    p.add_argument("--same-photo", type=float, default=0.0, metavar="P",
+                   help="part b: a share P of the blends of two clips of one photo (train --same-photo; default 0)")
     p.add_argument("--minutes", type=float, default=4.0, help="part b's training time limit (default 4)")
     p.add_argument("--iterations", type=int, default=3000, help="part b's schedule length (default 3000)")
     p.add_argument("--ckpt-every", type=int, default=100, help="part b's checkpoint interval (default 100)")
