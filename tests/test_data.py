@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import make_video
+from helpers import blends_with_and_without, make_video
 
 from centrifuge.data import BlendDataset, ClipSpec, FrameCache, PairDataset, all_pairs, sample_clip
 from centrifuge.frames import from_model, to_model
@@ -205,3 +205,16 @@ def test_pairs_and_pair_dataset(videos, tmp_path):
     torch.testing.assert_close(ds[1]["mix"], item["mix"])
     preloaded = PairDataset(videos, spec, all_pairs(len(videos)), preload=True)
     torch.testing.assert_close(preloaded[1]["mix"], item["mix"])
+
+
+def test_still_layer_freezes_exactly_one_layer_of_every_blend_at_share_one(tmp_path):
+    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for i, path in enumerate(videos):
+        make_video(path, frames=6, width=24, height=20, seed=i)
+    for plain, still in blends_with_and_without(videos, "still_layer"):
+        moves = [bool((layer.diff(dim=1).abs() > 0).any()) for layer in still["layers"]]
+        assert sorted(moves) == [False, True]  # one still layer, one moving (these videos move)
+        assert all(bool((layer.diff(dim=1).abs() > 0).any()) for layer in plain["layers"])
+        torch.testing.assert_close(still["mix"], (still["alpha"][:, None, None, None, None] * still["layers"]).sum(0))
+    with pytest.raises(ValueError, match="still_layer"):
+        BlendDataset(videos, ClipSpec(frames=4, size=16, train=True), still_layer=-0.1)

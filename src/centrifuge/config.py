@@ -42,6 +42,7 @@ class TrainConfig:
     reflection: float = 0.0  # share of blends made like a scene and its reflection (centrifuge.reflections)
     tone_match: float = 0.0  # share of blends whose layers share one colour statistics (centrifuge.tone_match)
     same_photo: float = 0.0  # share of blends of two clips of one photo on two camera paths (centrifuge.data)
+    still_layer: float = 0.0  # share of blends with one layer frozen at one of its frames (centrifuge.data)
     tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     synth_fast: float = 0.3  # probability that a moving photo clip's camera is fast (centrifuge.synth)
@@ -158,6 +159,10 @@ def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+# TrainConfig fields that are a probability or a share of the blends
+_SHARES = ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo", "still_layer")
+
+
 def validate_train_config(cfg: TrainConfig) -> None:
     """``ValueError`` naming the setting (as its flag) if a value cannot work; before any work is done."""
     for name, hint in get_type_hints(TrainConfig).items():
@@ -170,14 +175,14 @@ def validate_train_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < low:
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be at least {low}")
-    for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "photo_fraction",
-                 "synth_motion", "synth_fast", "tone_free_loss", "reflection", "tone_match", "same_photo"):
+    for name in ("lr", "momentum", "weight_decay", "grad_clip", "alpha", "resize_factor", "ema", "tone_free_loss",
+                 *_SHARES):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{_flag(name)} {value} (train.{name}) must be a finite number")
     if not 0 < cfg.alpha < 1:
         raise ValueError(f"--alpha {cfg.alpha} (train.alpha, Eq. 1) must lie strictly between 0 and 1")
-    for name in ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo"):
+    for name in _SHARES:
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{_flag(name)} {getattr(cfg, name)}: must be in [0, 1] (train.{name})")
     if cfg.same_photo and (cfg.videos_per_blend != 2 or not cfg.photos):

@@ -297,7 +297,8 @@ class BlendDataset(_VideoDataset):
     layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched`, before either
     blend), so that tone does not tell them apart. With ``same_photo`` (``k = 2``, with ``synth``), that share of the
     blends is of two clips rendered from one photo on two camera paths: nothing but where the photo lies in each
-    frame, and how that moves, tells the layers apart.
+    frame, and how that moves, tells the layers apart. With ``still_layer``, that share of the blends has one layer,
+    drawn at random, frozen at one of its frames (Table 3's "1 frozen 1 normal"; the paper's easiest case).
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -329,6 +330,7 @@ class BlendDataset(_VideoDataset):
         reflection: float = 0.0,
         tone_match: float = 0.0,
         same_photo: float = 0.0,
+        still_layer: float = 0.0,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -346,8 +348,11 @@ class BlendDataset(_VideoDataset):
             raise ValueError(f"tone_match must be in [0, 1], got {tone_match}")
         if not 0.0 <= same_photo <= 1.0 or (same_photo and (k != 2 or synth is None)):
             raise ValueError(f"same_photo must be in [0, 1], and 0 unless k = 2 with photos; got {same_photo}")
+        if not 0.0 <= still_layer <= 1.0:
+            raise ValueError(f"still_layer must be in [0, 1], got {still_layer}")
         self.reflection = reflection
         self.same_photo = same_photo
+        self.still_layer = still_layer
         self.tone_match = tone_match
         self.spec = spec
         self.k = k
@@ -418,6 +423,9 @@ class BlendDataset(_VideoDataset):
         if len(chosen) < self.k:
             self._check_enough()
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")
+        if self.still_layer and rng.random() < self.still_layer:  # no draw at 0: items as before
+            j = rng.randrange(self.k)
+            clips[j] = _freeze(clips[j], rng)
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         item = _item(clips, _weights(self.k, alpha), chosen)
         if self.tone_match and rng.random() < self.tone_match:  # no draw at 0: items as before
@@ -434,6 +442,9 @@ class BlendDataset(_VideoDataset):
                  for _ in range(2)]
         if self.frozen:
             clips = [_freeze(c, rng) for c in clips]
+        elif self.still_layer and rng.random() < self.still_layer:
+            j = rng.randrange(2)
+            clips[j] = _freeze(clips[j], rng)
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         return _item(clips, _weights(2, alpha), [-1, -1])
 
