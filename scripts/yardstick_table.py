@@ -20,7 +20,7 @@ from pathlib import Path
 
 def _pair_key(result: dict, pair: dict) -> tuple:
     return (tuple(pair.get("clips", ())), result.get("frames"), result.get("size"), bool(result.get("reflection")),
-            bool(result.get("tone_match")), bool(result.get("frozen")))
+            bool(result.get("tone_match")), str(result.get("frozen") or ""))
 
 
 def oracle_losses(results: list[dict]) -> dict[tuple, float]:

@@ -147,8 +147,8 @@ def test_evaluate_cli_tone_match_blends_clips_of_one_colour_statistics(videos, m
 
 
 def test_evaluate_cli_frozen_judges_the_same_pairs_without_motion(videos, model_file, tmp_path, capsys):
-    """--frozen: every clip is its middle frame repeated (the generated videos move, so the figures change),
-    recorded in the JSON and said in the table."""
+    """--frozen: every clip is its middle frame repeated (the generated videos move, so the figures change);
+    --frozen one: only the second clip of each pair, named so; recorded in the JSON and said in the table."""
     from centrifuge.evaluate import frozen_clips
 
     clips = load_clips(videos, 4, 32)
@@ -156,11 +156,16 @@ def test_evaluate_cli_frozen_judges_the_same_pairs_without_motion(videos, model_
     assert still.shape == clips.shape and torch.equal(still[:, :, 0], clips[:, :, 2])
     assert torch.equal(still[:, :, 0], still[:, :, 3]) and not torch.equal(clips[:, :, 0], clips[:, :, 3])
     runs = {}
-    for flags in ([], ["--frozen"]):
+    for flags in ([], ["--frozen"], ["--frozen", "one"]):
         out = tmp_path / f"eval{len(flags)}.json"
         assert main(["evaluate", *videos, "--model", model_file, "--frames", "4", "--size", "32", "--json", str(out),
-                     *flags]) == 0
-        runs[bool(flags)] = json.loads(out.read_text())
-    assert (runs[False]["frozen"], runs[True]["frozen"]) == (False, True)
-    assert runs[False]["identity_loss"] != runs[True]["identity_loss"]
-    assert "frozen at its middle frame" in capsys.readouterr().out
+                     "--per-pair", *flags]) == 0
+        runs[" ".join(flags)] = json.loads(out.read_text())
+    moving, both, one = runs[""], runs["--frozen"], runs["--frozen one"]
+    assert (moving["frozen"], both["frozen"], one["frozen"]) == (None, "both", "one")
+    assert len({moving["identity_loss"], both["identity_loss"], one["identity_loss"]}) == 3
+    assert [r["clips"] for r in one["per_pair"]] == [[a, b + " (frozen)"] for a, b in (r["clips"] for r in moving[
+        "per_pair"])]
+    out = capsys.readouterr().out
+    assert "every clip frozen at its middle frame" in out and "the second clip of each pair frozen" in out
+    assert "v2.mp4 (frozen)" in out

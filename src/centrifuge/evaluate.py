@@ -198,7 +198,9 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
     how = "blended like a scene and its reflection" if result.get("reflection") else "alpha = 0.5"
     if result.get("tone_match"):
         how += ", the second clip given the first one's colour statistics"
-    if result.get("frozen"):
+    if result.get("frozen") == "one":
+        how += ", the second clip of each pair frozen at its middle frame (one still layer)"
+    elif result.get("frozen"):
         how += ", every clip frozen at its middle frame (no motion)"
     lines.append(f"\n{result['pairs']} pairs, {how}")
     if result.get("beats_tone_oracle") is not None:

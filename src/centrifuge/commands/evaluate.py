@@ -34,9 +34,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tone-match", action="store_true",
                    help="give the second clip of each pair the first one's colour statistics (per-channel mean and "
                         "spread) before blending: tone then cannot tell the layers apart, only content can")
-    p.add_argument("--frozen", action="store_true",
-                   help="freeze every clip at its middle frame: the same pairs without motion. A model that uses "
-                        "motion scores worse frozen than moving; one that scores alike splits by appearance alone")
+    p.add_argument("--frozen", nargs="?", const="both", choices=["both", "one"],
+                   help="freeze clips at their middle frame: both clips of every pair (the same pairs without motion: "
+                        "a model that uses motion scores worse there, one that scores alike splits by appearance "
+                        "alone), or only the second (one still layer and one moving, Table 3's easiest case)")
     p.add_argument("--per-pair", action="store_true", help="also print the figures of each pair, clips named")
     p.add_argument("--seed", type=int, default=0, help="seed of the --pairs sample (default 0)")
     p.add_argument("--batch-size", type=int_at_least(1), default=4, help="blends per forward pass (default 4)")
@@ -101,12 +102,17 @@ def run(args: argparse.Namespace) -> int:
     # the clips, and per batch of pairs: two targets, the blend and the model's largest activation
     pixels = args.frames * args.size * args.size
     batch = min(args.batch_size, len(pairs))
-    needed = 4 * pixels * (3 * len(paths) + batch * (3 * 3 + largest_activation(shape)))
+    copies = 2 if args.frozen == "one" else 1  # the clips and their frozen copies
+    needed = 4 * pixels * (3 * len(paths) * copies + batch * (3 * 3 + largest_activation(shape)))
     check_fits(needed, device, f"evaluating {len(paths)} clips of {args.frames} frames at {args.size} pixels",
                "lower --frames or --size")
     clips = load_clips(paths, args.frames, args.size)
-    if args.frozen:
+    n = len(paths)
+    if args.frozen == "both":
         clips = frozen_clips(clips)
+    elif args.frozen == "one":  # the second clip of each pair from the frozen copies, indexed n + j
+        clips = torch.cat([clips, frozen_clips(clips)])
+        pairs = [(i, n + j) for i, j in pairs]
     amp = autocast_dtype(args.precision, device) if model is shape else None  # ONNX Runtime: fp32
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device,
@@ -115,11 +121,12 @@ def run(args: argparse.Namespace) -> int:
     result["model"] = info["path"]
     result["videos"] = [str(p) for p in paths]
     result["frames"], result["size"] = args.frames, args.size
+    names = [p.name for p in paths] + [f"{p.name} (frozen)" for p in paths]
     for row in result["per_pair"]:
-        row["clips"] = [paths[row["a"]].name, paths[row["b"]].name]
+        row["clips"] = [names[row["a"]], names[row["b"]]]
     print(format_table(result, f"model: {info['path']}"))
     if args.per_pair:
-        print("\n" + format_pairs(result, [p.name for p in paths]))
+        print("\n" + format_pairs(result, names))
     if args.json:
         write_json(args.json, result, overwrite=True)
         print(f"wrote {args.json}")
