@@ -297,7 +297,8 @@ class BlendDataset(_VideoDataset):
     layers given the first one's colour statistics (:func:`centrifuge.tone_match.tone_matched`, before either
     blend), so that tone does not tell them apart. With ``same_photo`` (``k = 2``, with ``synth``), that share of the
     blends is of two clips rendered from one photo on two camera paths: nothing but where the photo lies in each
-    frame, and how that moves, tells the layers apart. With ``still_layer``, that share of the blends has one layer,
+    frame, and how that moves, tells the layers apart (neither ``tone_match`` nor ``reflection`` applies to
+    those). With ``still_layer``, that share of the blends has one layer,
     drawn at random, frozen at one of its frames (Table 3's "1 frozen 1 normal"; the paper's easiest case).
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
@@ -423,9 +424,7 @@ class BlendDataset(_VideoDataset):
         if len(chosen) < self.k:
             self._check_enough()
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")
-        if self.still_layer and rng.random() < self.still_layer:  # no draw at 0: items as before
-            j = rng.randrange(self.k)
-            clips[j] = _freeze(clips[j], rng)
+        self._still_one(clips, rng)
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         item = _item(clips, _weights(self.k, alpha), chosen)
         if self.tone_match and rng.random() < self.tone_match:  # no draw at 0: items as before
@@ -442,11 +441,15 @@ class BlendDataset(_VideoDataset):
                  for _ in range(2)]
         if self.frozen:
             clips = [_freeze(c, rng) for c in clips]
-        elif self.still_layer and rng.random() < self.still_layer:
-            j = rng.randrange(2)
-            clips[j] = _freeze(clips[j], rng)
+        self._still_one(clips, rng)
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         return _item(clips, _weights(2, alpha), [-1, -1])
+
+    def _still_one(self, clips: list[np.ndarray], rng: random.Random) -> None:
+        """With the ``still_layer`` share, freeze one of ``clips`` (in place); no draw at 0: items as before."""
+        if self.still_layer and not self.frozen and rng.random() < self.still_layer:
+            j = rng.randrange(len(clips))
+            clips[j] = _freeze(clips[j], rng)
 
 
 def all_pairs(
