@@ -181,3 +181,34 @@ def test_tone_oracle_tone_match_takes_the_global_oracle_to_the_identity(tmp_path
     plain, matched = (fmean([r["global"] for r in figures[k]["per_pair"]]) for k in (False, True))
     assert matched > plain + 0.05  # matched clips leave the global re-toning less to win
     assert all(r["block"] <= r["global"] + 1e-6 for k in (False, True) for r in figures[k]["per_pair"])
+
+
+def test_motion_toy_blends_differ_only_in_motion_and_the_script_runs(tmp_path):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("motion_toy", ROOT / "scripts" / "motion_toy.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    mix, layers = toy.blends(torch.Generator().manual_seed(0), 3, 4, 16)
+    assert mix.shape == (3, 3, 4, 16, 16) and layers.shape == (3, 2, 3, 4, 16, 16)
+    torch.testing.assert_close(mix, layers.mean(dim=1))
+    # each layer is one texture sliding: frame t + 1 is frame t shifted by a whole velocity, the two layers' differ
+    for item in layers:
+        shifts = []
+        for layer in item:
+            found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                     if torch.equal(layer[:, 1, 2:14, 2:14], layer[:, 0, 2 + dy:14 + dy, 2 + dx:14 + dx])]
+            assert len(found) == 1
+            shifts.append(found[0])
+        assert shifts[0] != shifts[1]
+    still_mix, still = toy.frozen(layers)
+    assert torch.equal(still[:, :, :, 0], layers[:, :, :, 2]) and torch.equal(still_mix, still.mean(dim=1))
+    script = [sys.executable, str(ROOT / "scripts" / "motion_toy.py")]
+    done = subprocess.run([*script, "--steps", "2", "--frames", "4", "--size", "16", "--judge", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tone grid 8, 2 steps, 4x16x16: model / identity moving" in done.stdout
+    done = subprocess.run([*script, "--size", "8"], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
