@@ -1,6 +1,7 @@
 """Can the network learn to separate by motion alone? Two textures of one kind, each sliding its own way.
 
-    python scripts/motion_toy.py [--tone-grid 8] [--steps 1000] [--frames 8] [--size 64] [--seed 0]
+    python scripts/motion_toy.py [--tone-grid 8] [--steps 1000] [--frames 8] [--size 64] [--seed 0] [--out FILE]
+    python scripts/motion_toy.py --init MODEL --steps 0      # judge a trained model (a run folder or weights)
 
 Every blend is two independent smooth random textures drawn from one distribution (so no single frame tells
 them apart: the sum of two such textures is another texture of the kind), each translated by its own whole
@@ -9,7 +10,8 @@ number of pixels per frame, different from the other's. Motion is the only cue. 
 is trained on them from scratch with AdamW (lr 2e-3, batch 8, Eq. 2-3: the training loss) and then judged on
 64 fresh blends as `evaluate` judges clips: the PIT loss over the identity's, once moving and once with both
 textures frozen at their middle frame, where nothing can split them. A network that learns motion scores well
-below 1 moving and about 1 frozen; one that cannot, about 1 on both.
+below 1 moving and about 1 frozen; one that cannot, about 1 on both. ``--out`` writes the trained weights (for
+``centrifuge train --init``); ``--init`` starts from a model's weights instead (its own architecture).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from centrifuge.checkpoint import load_model, read_model_info, save_weights
 from centrifuge.config import load_preset
+from centrifuge.errors import CheckpointError
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.model import build_model
 
@@ -79,14 +84,28 @@ def main() -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--judge", type=int, default=64, help="fresh blends to judge on (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", metavar="MODEL", help="start from this model (run folder or weights file)")
+    p.add_argument("--out", metavar="FILE", help="write the trained weights here (.safetensors; not overwritten)")
     args = p.parse_args()
-    if min(args.steps, args.frames, args.judge) < 1 or args.size < 16:
-        print("error: --steps, --frames and --judge must be at least 1, --size at least 16", file=sys.stderr)
+    if min(args.frames, args.judge) < 1 or args.steps < 0 or args.size < 16:
+        print("error: --frames and --judge must be at least 1, --steps at least 0, --size at least 16",
+              file=sys.stderr)
+        return 2
+    if args.out and Path(args.out).exists():
+        print(f"error: {args.out} exists; not overwritten", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    model_cfg, _ = load_preset("cpu-small")
-    model_cfg.tone_grid = args.tone_grid
-    model = build_model(model_cfg)
+    try:
+        if args.init:
+            model_cfg = read_model_info(args.init)[0]
+            model = load_model(args.init)[0].train()
+        else:
+            model_cfg, _ = load_preset("cpu-small")
+            model_cfg.tone_grid = args.tone_grid
+            model = build_model(model_cfg)
+    except (OSError, ValueError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
@@ -102,7 +121,9 @@ def main() -> int:
     mix, layers = blends(judge, args.judge, args.frames, args.size)
     moving = ratio(model, mix, layers)
     still = ratio(model, *frozen(layers))
-    print(f"tone grid {args.tone_grid}, {args.steps} steps, {args.frames}x{args.size}x{args.size}: "
+    if args.out:
+        save_weights(args.out, model, model_cfg, {"trained_on": ["motion_toy"]})
+    print(f"tone grid {model_cfg.tone_grid}, {args.steps} steps, {args.frames}x{args.size}x{args.size}: "
           f"model / identity moving {moving:.3f}, frozen {still:.3f}")
     return 0
 

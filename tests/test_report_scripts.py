@@ -206,9 +206,15 @@ def test_motion_toy_blends_differ_only_in_motion_and_the_script_runs(tmp_path):
     still_mix, still = toy.frozen(layers)
     assert torch.equal(still[:, :, :, 0], layers[:, :, :, 2]) and torch.equal(still_mix, still.mean(dim=1))
     script = [sys.executable, str(ROOT / "scripts" / "motion_toy.py")]
-    done = subprocess.run([*script, "--steps", "2", "--frames", "4", "--size", "16", "--judge", "2"],
+    tiny = ["--frames", "4", "--size", "16", "--judge", "2"]
+    weights = tmp_path / "toy.safetensors"
+    done = subprocess.run([*script, "--steps", "2", "--tone-grid", "0", "--out", str(weights), *tiny],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "tone grid 8, 2 steps, 4x16x16: model / identity moving" in done.stdout
-    done = subprocess.run([*script, "--size", "8"], capture_output=True, text=True)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "tone grid 0, 2 steps, 4x16x16: model / identity moving" in done.stdout and weights.exists()
+    done = subprocess.run([*script, "--steps", "0", "--init", str(weights), *tiny], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tone grid 0, 0 steps" in done.stdout  # the model's own head, whatever --tone-grid says
+    for bad in (["--size", "8"], ["--out", str(weights)], ["--init", str(tmp_path / "none.safetensors")]):
+        done = subprocess.run([*script, *tiny, "--steps", "1", *bad], capture_output=True, text=True)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, (bad, done.stderr)
