@@ -9,7 +9,8 @@ Part a: the tests marked ``cuda``; ``centrifuge bench`` of P-4 and PC-4 (paper-1
 the corrector) at 64x224x224 in bf16 against the paper's 0.5 s and 1 s per clip on a Quadro P4000; separate's
 frames/s on a generated 1080p clip; a short paper-112 training under torchrun on one GPU with ``--compile`` (its
 clips/s and MFU from the log). Part b: a time-boxed training of the photo recipe (``--preset``, default
-cpu-small, with ``--photos``, the clips and ``--more-clips``, and the tone-grid head, ``--tone-grid``), then
+cpu-small, with ``--photos``, the clips and ``--more-clips``; full-resolution layers, or the tone-grid head with
+``--tone-grid 8`` as the packaged model, which cannot split by motion: docs/results.md), then
 ``evaluate`` on ``--judge``'s clips, which it has not trained on (without it, on the trained-on clips, labelled so:
 plain, tone-matched, and tone-matched with every clip frozen, which tells whether the model uses motion),
 and the weights copied out. ``--part all`` runs both;
@@ -240,9 +241,9 @@ def main() -> int:
     p.add_argument("--photos", nargs="+", help="photo folder(s) for part b's recipe")
     p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
-    p.add_argument("--tone-grid", type=int, default=8,
-                   help="part b's output head (default 8: the tone grid, as the packaged model; 0: full-resolution "
-                        "layers)")
+    p.add_argument("--tone-grid", type=int, default=0,
+                   help="part b's output head (default 0: full-resolution layers, the head that can learn to split "
+                        "by motion; 8: the tone grid of the packaged model, which cannot: docs/results.md)")
     p.add_argument("--tone-match", type=float, default=0.0, metavar="P",
                    help="part b: make a share P of the blends of tone-matched layers (train --tone-match; default 0)")
     p.add_argument("--same-photo", type=float, default=0.0, metavar="P",
