@@ -23,40 +23,18 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from centrifuge.checkpoint import load_model, read_model_info, save_weights
 from centrifuge.config import load_preset
 from centrifuge.errors import CheckpointError
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.model import build_model
+from centrifuge.textures import texture_layers
 
 
-def texture(gen: torch.Generator, height: int, width: int, cell: int = 4) -> torch.Tensor:
-    """``[3, height, width]`` smooth random colours in [-1, 1] (noise on a grid of ``cell`` pixels, bicubic)."""
-    small = torch.rand(1, 3, height // cell + 2, width // cell + 2, generator=gen) * 2 - 1
-    big = F.interpolate(small, scale_factor=cell, mode="bicubic", align_corners=False)[0]
-    return big[:, :height, :width].clamp(-1, 1)
-
-
-def sliding(gen: torch.Generator, frames: int, size: int, velocity: tuple[int, int], vmax: int) -> torch.Tensor:
-    """``[3, frames, size, size]``: a window moving ``velocity`` pixels a frame over one texture."""
-    room = size + 2 * vmax * frames
-    tex = texture(gen, room, room)
-    y0 = x0 = vmax * frames
-    return torch.stack([tex[:, y0 + t * velocity[0]:y0 + t * velocity[0] + size,
-                            x0 + t * velocity[1]:x0 + t * velocity[1] + size] for t in range(frames)], dim=1)
-
-
-def blends(gen: torch.Generator, count: int, frames: int, size: int, vmax: int = 2
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def blends(gen: torch.Generator, count: int, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` blends: mixes ``[B, 3, T, H, W]`` and layers ``[B, 2, 3, T, H, W]`` (alpha = 0.5)."""
-    speeds = [(dy, dx) for dy in range(-vmax, vmax + 1) for dx in range(-vmax, vmax + 1)]
-    layers = []
-    for _ in range(count):
-        a, b = torch.randperm(len(speeds), generator=gen)[:2].tolist()  # two different velocities
-        layers.append(torch.stack([sliding(gen, frames, size, speeds[i], vmax) for i in (a, b)]))
-    stacked = torch.stack(layers)
+    stacked = torch.stack([texture_layers(gen, frames, size) for _ in range(count)])
     return stacked.mean(dim=1), stacked
 
 

@@ -218,3 +218,21 @@ def test_still_layer_freezes_exactly_one_layer_of_every_blend_at_share_one(tmp_p
         torch.testing.assert_close(still["mix"], (still["alpha"][:, None, None, None, None] * still["layers"]).sum(0))
     with pytest.raises(ValueError, match="still_layer"):
         BlendDataset(videos, ClipSpec(frames=4, size=16, train=True), still_layer=-0.1)
+
+
+def test_motion_texture_blends_are_two_textures_sliding_at_two_velocities(tmp_path):
+    videos = [tmp_path / f"v{i}.mp4" for i in range(3)]
+    for i, path in enumerate(videos):
+        make_video(path, frames=6, width=24, height=20, seed=i)
+    for _, item in blends_with_and_without(videos, "motion_textures"):
+        assert item["videos"].tolist() == [-1, -1]
+        velocities = []
+        for layer in item["layers"]:  # [3, 4, 16, 16]: frame 1 is frame 0 moved by one whole velocity
+            found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                     if torch.equal(layer[:, 1, 2:14, 2:14], layer[:, 0, 2 + dy:14 + dy, 2 + dx:14 + dx])]
+            assert len(found) == 1
+            velocities.append(found[0])
+        assert velocities[0] != velocities[1]
+        torch.testing.assert_close(item["mix"], (item["alpha"][:, None, None, None, None] * item["layers"]).sum(0))
+    with pytest.raises(ValueError, match="motion_textures"):
+        BlendDataset(videos, ClipSpec(frames=4, size=16, train=True), k=3, motion_textures=0.5)

@@ -43,6 +43,7 @@ class TrainConfig:
     tone_match: float = 0.0  # share of blends whose layers share one colour statistics (centrifuge.tone_match)
     same_photo: float = 0.0  # share of blends of two clips of one photo on two camera paths (centrifuge.data)
     still_layer: float = 0.0  # share of blends with one layer frozen at one of its frames (centrifuge.data)
+    motion_textures: float = 0.0  # share of blends of two textures that only motion splits (centrifuge.textures)
     tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     synth_fast: float = 0.3  # probability that a moving photo clip's camera is fast (centrifuge.synth)
@@ -160,7 +161,8 @@ def _flag(name: str) -> str:
 
 
 # TrainConfig fields that are a probability or a share of the blends
-_SHARES = ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo", "still_layer")
+_SHARES = ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo", "still_layer",
+           "motion_textures")
 
 
 def validate_train_config(cfg: TrainConfig) -> None:
@@ -187,6 +189,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{_flag(name)} {getattr(cfg, name)}: must be in [0, 1] (train.{name})")
     if cfg.same_photo and (cfg.videos_per_blend != 2 or not cfg.photos):
         raise ValueError(f"--same-photo {cfg.same_photo} (train.same_photo) needs --photos and two videos per blend")
+    if cfg.motion_textures and cfg.videos_per_blend != 2:
+        raise ValueError(f"--motion-textures {cfg.motion_textures} (train.motion_textures) needs two videos per blend")
     if cfg.reflection and cfg.videos_per_blend != 2:
         raise ValueError(f"--reflection {cfg.reflection} (train.reflection) needs two videos per blend, "
                          f"not {cfg.videos_per_blend}")

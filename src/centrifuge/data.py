@@ -23,6 +23,7 @@ from .augment import Augmentation, augment_clip
 from .blend import mix
 from .frames import to_model
 from .reflections import reflection_blend
+from .textures import texture_layers, to_clip
 from .tone_match import tone_matched
 from .video import VideoError, VideoInfo, probe, read_video
 
@@ -298,8 +299,10 @@ class BlendDataset(_VideoDataset):
     blend), so that tone does not tell them apart. With ``same_photo`` (``k = 2``, with ``synth``), that share of the
     blends is of two clips rendered from one photo on two camera paths: nothing but where the photo lies in each
     frame, and how that moves, tells the layers apart (neither ``tone_match`` nor ``reflection`` applies to
-    those). With ``still_layer``, that share of the blends has one layer,
-    drawn at random, frozen at one of its frames (Table 3's "1 frozen 1 normal"; the paper's easiest case).
+    those). With ``motion_textures`` (``k = 2``), that share is of two random textures of one kind sliding at two
+    velocities (:mod:`centrifuge.textures`): only motion splits them. With ``still_layer``, that share of the
+    blends has one layer, drawn at random, frozen at one of its frames (Table 3's "1 frozen 1 normal"; the
+    paper's easiest case).
 
     Item ``i`` is a pure function of ``(seed, epoch, i * world_size + rank)``: reproducible, independent of
     the number of DataLoader workers (different workers get different indices, so their items differ), and
@@ -332,6 +335,7 @@ class BlendDataset(_VideoDataset):
         tone_match: float = 0.0,
         same_photo: float = 0.0,
         still_layer: float = 0.0,
+        motion_textures: float = 0.0,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -349,11 +353,14 @@ class BlendDataset(_VideoDataset):
             raise ValueError(f"tone_match must be in [0, 1], got {tone_match}")
         if not 0.0 <= same_photo <= 1.0 or (same_photo and (k != 2 or synth is None)):
             raise ValueError(f"same_photo must be in [0, 1], and 0 unless k = 2 with photos; got {same_photo}")
+        if not 0.0 <= motion_textures <= 1.0 or (motion_textures and k != 2):
+            raise ValueError(f"motion_textures must be in [0, 1], and 0 unless k = 2; got {motion_textures}")
         if not 0.0 <= still_layer <= 1.0:
             raise ValueError(f"still_layer must be in [0, 1], got {still_layer}")
         self.reflection = reflection
         self.same_photo = same_photo
         self.still_layer = still_layer
+        self.motion_textures = motion_textures
         self.tone_match = tone_match
         self.spec = spec
         self.k = k
@@ -397,6 +404,8 @@ class BlendDataset(_VideoDataset):
         rng = self.rng(index)
         if self.same_photo and rng.random() < self.same_photo:  # no draw at 0: items as before
             return self._same_photo_item(index, rng)
+        if self.motion_textures and rng.random() < self.motion_textures:  # (likewise)
+            return self._texture_item(rng)
         n = len(self.paths)
         chosen: list[int] = []
         clips: list[np.ndarray] = []
@@ -444,6 +453,11 @@ class BlendDataset(_VideoDataset):
         self._still_one(clips, rng)
         alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
         return _item(clips, _weights(2, alpha), [-1, -1])
+
+    def _texture_item(self, rng: random.Random) -> dict[str, torch.Tensor]:
+        layers = texture_layers(torch.Generator().manual_seed(rng.getrandbits(63)), self.spec.frames, self.spec.size)
+        alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
+        return _item([to_clip(layer) for layer in layers], _weights(2, alpha), [-1, -1])
 
     def _still_one(self, clips: list[np.ndarray], rng: random.Random) -> None:
         """With the ``still_layer`` share, freeze one of ``clips`` (in place); no draw at 0: items as before."""

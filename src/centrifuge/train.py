@@ -319,7 +319,8 @@ def _make_loader(cfg: TrainConfig, start_step: int, dist: Distributed, device: t
                            frozen=cfg.frozen, preload=cfg.preload, seed=cfg.seed,
                            length=cfg.iterations * cfg.batch_size, synth=synth, photo_fraction=cfg.photo_fraction,
                            reflection=cfg.reflection, tone_match=cfg.tone_match,
-                           same_photo=cfg.same_photo, still_layer=cfg.still_layer)
+                           same_photo=cfg.same_photo, still_layer=cfg.still_layer,
+                           motion_textures=cfg.motion_textures)
     sampler = StepBatchSampler(cfg, start_step, dist)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,

@@ -23,8 +23,8 @@ DEFAULT_PRESET = "paper-112"
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "resize_factor", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split",
                 "file_list", "photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match",
-                "same_photo", "still_layer", "tone_free_loss", "log_every", "ckpt_every", "image_every", "grad_clip",
-                "ema", "videos_per_blend", "val_every", "val_pairs"]
+                "same_photo", "still_layer", "motion_textures", "tone_free_loss", "log_every", "ckpt_every",
+                "image_every", "grad_clip", "ema", "videos_per_blend", "val_every", "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +70,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--still-layer", type=float, metavar="P",
                    help="freeze one layer, drawn at random, of a share P of the blends at one of its frames: a still "
                         "scene behind or in front of a moving one, the case the paper finds easiest (default 0)")
+    p.add_argument("--motion-textures", type=float, metavar="P",
+                   help="make a share P of the blends of two random textures of one kind, each sliding its own way: "
+                        "only motion splits them (centrifuge/textures.py; default 0)")
     p.add_argument("--tone-free-loss", type=float, metavar="W",
                    help="add W times a tone-invariant Eq. 3 (each output re-toned towards its target by one gain and "
                         "offset per colour channel) to the loss: it rewards content, not tone (default 0: the paper's)")
