@@ -51,6 +51,19 @@ def frozen_clips(clips: torch.Tensor) -> torch.Tensor:
     return clips[:, :, middle:middle + 1].expand_as(clips).contiguous()
 
 
+def freeze(clips: torch.Tensor, pairs: Sequence[tuple[int, int]], mode: str | None
+           ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The clips and pairs to judge for ``evaluate --frozen``: as given (``None``), every clip frozen
+    (``"both"``), or the frozen copies appended and the second clip of each pair taken from them (``"one"``:
+    clip ``j`` frozen is ``N + j``)."""
+    if mode == "both":
+        return frozen_clips(clips), list(pairs)
+    if mode == "one":
+        n = len(clips)
+        return torch.cat([clips, frozen_clips(clips)]), [(i, n + j) for i, j in pairs]
+    return clips, list(pairs)
+
+
 def _baseline_figures(mix: torch.Tensor, targets: torch.Tensor, oracle: bool) -> dict[str, torch.Tensor]:
     """Per blend: the identity's loss and PSNR, and with ``oracle`` the global tone oracle's loss
     (:func:`centrifuge.tone.tone_oracle`)."""

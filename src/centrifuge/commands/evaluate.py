@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..devices import autocast_dtype
-    from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, frozen_clips, load_clips
+    from ..evaluate import choose_pairs, evaluate_clips, format_pairs, format_table, freeze, load_clips
     from ..memory import check_fits, largest_activation
     from ..video import check_video
 
@@ -106,13 +106,7 @@ def run(args: argparse.Namespace) -> int:
     needed = 4 * pixels * (3 * len(paths) * copies + batch * (3 * 3 + largest_activation(shape)))
     check_fits(needed, device, f"evaluating {len(paths)} clips of {args.frames} frames at {args.size} pixels",
                "lower --frames or --size")
-    clips = load_clips(paths, args.frames, args.size)
-    n = len(paths)
-    if args.frozen == "both":
-        clips = frozen_clips(clips)
-    elif args.frozen == "one":  # the second clip of each pair from the frozen copies, indexed n + j
-        clips = torch.cat([clips, frozen_clips(clips)])
-        pairs = [(i, n + j) for i, j in pairs]
+    clips, pairs = freeze(load_clips(paths, args.frames, args.size), pairs, args.frozen)
     amp = autocast_dtype(args.precision, device) if model is shape else None  # ONNX Runtime: fp32
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         result = evaluate_clips(model, clips, pairs, batch_size=args.batch_size, device=device,
