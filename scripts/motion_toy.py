@@ -27,6 +27,7 @@ import torch
 from centrifuge.checkpoint import load_model, read_model_info, save_weights
 from centrifuge.config import load_preset
 from centrifuge.errors import CheckpointError
+from centrifuge.evaluate import frozen_clips
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.model import build_model
 from centrifuge.textures import texture_layers
@@ -40,8 +41,7 @@ def blends(gen: torch.Generator, count: int, frames: int, size: int) -> tuple[to
 
 def frozen(layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The same blends with both layers their middle frame repeated."""
-    t = layers.shape[3]
-    still = layers[:, :, :, t // 2:t // 2 + 1].expand_as(layers).contiguous()
+    still = frozen_clips(layers.flatten(0, 1)).view_as(layers)
     return still.mean(dim=1), still
 
 

@@ -37,6 +37,7 @@ from centrifuge.checkpoint import load_model
 from centrifuge.config import load_preset
 from centrifuge.data import BlendDataset, ClipSpec
 from centrifuge.devices import autocast_dtype
+from centrifuge.evaluate import frozen_clips
 from centrifuge.losses import identity_outputs, pit_loss
 from centrifuge.sources import list_videos
 from centrifuge.synth import PhotoSynth
@@ -64,8 +65,7 @@ def frozen(blends: list[dict]) -> list[dict]:
     """The same blends with every layer its middle frame repeated, blended again (Eq. 1): no motion."""
     out = []
     for item in blends:
-        t = item["layers"].shape[2]
-        layers = item["layers"][:, :, t // 2:t // 2 + 1].expand_as(item["layers"]).contiguous()
+        layers = frozen_clips(item["layers"])
         out.append(item | {"layers": layers, "mix": mix(layers, item["alpha"])})
     return out
 
