@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from .augment import Augmentation, augment_clip
 from .blend import mix
-from .frames import to_model
+from .frames import from_model, to_model
 from .reflections import reflection_blend
-from .textures import texture_layers, to_clip
+from .textures import texture_layers
 from .tone_match import tone_matched
 from .video import VideoError, VideoInfo, probe, read_video
 
@@ -434,7 +434,7 @@ class BlendDataset(_VideoDataset):
             self._check_enough()
             raise RuntimeError(f"could not decode {self.k} videos for item {index}")
         self._still_one(clips, rng)
-        alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
+        alpha = self._alpha(rng)
         item = _item(clips, _weights(self.k, alpha), chosen)
         if self.tone_match and rng.random() < self.tone_match:  # no draw at 0: items as before
             item["layers"] = tone_matched(item["layers"])
@@ -451,13 +451,17 @@ class BlendDataset(_VideoDataset):
         if self.frozen:
             clips = [_freeze(c, rng) for c in clips]
         self._still_one(clips, rng)
-        alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
+        alpha = self._alpha(rng)
         return _item(clips, _weights(2, alpha), [-1, -1])
 
     def _texture_item(self, rng: random.Random) -> dict[str, torch.Tensor]:
         layers = texture_layers(torch.Generator().manual_seed(rng.getrandbits(63)), self.spec.frames, self.spec.size)
-        alpha = rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
-        return _item([to_clip(layer) for layer in layers], _weights(2, alpha), [-1, -1])
+        alpha = self._alpha(rng)
+        return _item(list(from_model(layers)), _weights(2, alpha), [-1, -1])
+
+    def _alpha(self, rng: random.Random) -> float:
+        """The blend's weight: drawn from ``alpha_range`` when given, else ``alpha``."""
+        return rng.uniform(*self.alpha_range) if self.alpha_range is not None else self.alpha
 
     def _still_one(self, clips: list[np.ndarray], rng: random.Random) -> None:
         """With the ``still_layer`` share, freeze one of ``clips`` (in place); no draw at 0: items as before."""

@@ -8,7 +8,6 @@ away). ``scripts/motion_toy.py`` trains on these alone, to ask whether a network
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,7 +39,3 @@ def texture_layers(gen: torch.Generator, frames: int, size: int, vmax: int = MAX
     a, b = torch.randperm(len(speeds), generator=gen)[:2].tolist()
     return torch.stack([sliding_texture(gen, frames, size, speeds[i], vmax) for i in (a, b)])
 
-
-def to_clip(layer: torch.Tensor) -> np.ndarray:
-    """A layer ``[3, T, H, W]`` in [-1, 1] as a ``uint8 [T, H, W, 3]`` clip (as clips are decoded)."""
-    return layer.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
