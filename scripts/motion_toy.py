@@ -1,15 +1,17 @@
 """Can the network learn to separate by motion alone? Two textures of one kind, each sliding its own way.
 
-    python scripts/motion_toy.py [--tone-grid 8] [--steps 1000] [--frames 8] [--size 64] [--seed 0] [--out FILE]
+    python scripts/motion_toy.py [--tone-grid 8] [--corrector] [--steps 1000] [--frames 8] [--size 64] [--seed 0] \
+        [--out FILE]
     python scripts/motion_toy.py --init MODEL --steps 0      # judge a trained model (a run folder or weights)
 
 Every blend is two independent smooth random textures drawn from one distribution (so no single frame tells
 them apart: the sum of two such textures is another texture of the kind), each translated by its own whole
 number of pixels per frame, different from the other's. Motion is the only cue. The ``cpu-small`` network
-(its width and output layers; ``--tone-grid`` as the packaged model, 0 for full-resolution residual layers)
-is trained on them from scratch with AdamW (lr 2e-3, batch 8, Eq. 2-3: the training loss) and then judged on
-64 fresh blends as `evaluate` judges clips: the PIT loss over the identity's, once moving and once with both
-textures frozen at their middle frame, where nothing can split them. A network that learns motion scores well
+(its width and output layers; ``--tone-grid`` as the packaged model, 0 for full-resolution residual layers;
+``--corrector`` adds the paper's full-resolution corrector after that predictor) is trained on them from
+scratch with AdamW (lr 2e-3, batch 8, Eq. 2-3: the training loss) and then judged on 64 fresh blends as
+`evaluate` judges clips: the PIT loss over the identity's, once moving and once with both textures frozen at
+their middle frame, where nothing can split them. A network that learns motion scores well
 below 1 moving and about 1 frozen; one that cannot, about 1 on both. ``--out`` writes the trained weights (for
 ``centrifuge train --init``); ``--init`` starts from a model's weights instead (its own architecture).
 """
@@ -57,6 +59,7 @@ def ratio(model: torch.nn.Module, mix: torch.Tensor, layers: torch.Tensor) -> fl
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tone-grid", type=int, default=8, help="0: full-resolution residual layers (default 8)")
+    p.add_argument("--corrector", action="store_true", help="add a full-resolution corrector (predictor-corrector)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=64)
@@ -80,6 +83,7 @@ def main() -> int:
         else:
             model_cfg, _ = load_preset("cpu-small")
             model_cfg.tone_grid = args.tone_grid
+            model_cfg.corrector = args.corrector
             model = build_model(model_cfg)
     except (OSError, ValueError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -101,7 +105,8 @@ def main() -> int:
     still = ratio(model, *frozen(layers))
     if args.out:
         save_weights(args.out, model, model_cfg, {"trained_on": ["motion_toy"]})
-    print(f"tone grid {model_cfg.tone_grid}, {args.steps} steps, {args.frames}x{args.size}x{args.size}: "
+    head = f"tone grid {model_cfg.tone_grid}" + (" + corrector" if model_cfg.corrector else "")
+    print(f"{head}, {args.steps} steps, {args.frames}x{args.size}x{args.size}: "
           f"model / identity moving {moving:.3f}, frozen {still:.3f}")
     return 0
 

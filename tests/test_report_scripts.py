@@ -215,6 +215,9 @@ def test_motion_toy_blends_differ_only_in_motion_and_the_script_runs(tmp_path):
     done = subprocess.run([*script, "--steps", "0", "--init", str(weights), *tiny], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "tone grid 0, 0 steps" in done.stdout  # the model's own head, whatever --tone-grid says
+    done = subprocess.run([*script, "--steps", "1", "--corrector", *tiny], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tone grid 8 + corrector, 1 steps" in done.stdout
     for bad in (["--size", "8"], ["--out", str(weights)], ["--init", str(tmp_path / "none.safetensors")]):
         done = subprocess.run([*script, *tiny, "--steps", "1", *bad], capture_output=True, text=True)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, (bad, done.stderr)

@@ -254,6 +254,25 @@ def test_init_fine_tunes_from_given_weights(videos, tmp_path):
         train(TINY, tiny_config(videos, tmp_path / "x", iterations=1, init=str(tmp_path / "missing")), progress=False)
 
 
+def test_init_with_corrector_adds_a_new_corrector_after_the_given_predictor(videos, tmp_path):
+    first = tmp_path / "first"
+    train(TINY, tiny_config(videos, first, iterations=2), progress=False)
+    tuned = tmp_path / "tuned"
+    asked = ModelConfig(n_layers=3, width=0.25, corrector=True, corrector_steps=2)
+    state = train(asked, tiny_config(videos, tuned, iterations=1, lr=0.0, init=str(first)), progress=False)
+    # the predictor is --init's (its architecture and weights); the correctors asked for are new
+    assert state["model"] == {**TINY.to_dict(), "corrector": True, "corrector_steps": 2}
+    a, b = load_file(str(first / WEIGHTS)), load_file(str(tuned / WEIGHTS))
+    weights = [k for k in a if k.endswith("weight") and a[k].dim() == 5]  # (BatchNorm's statistics move at lr 0)
+    assert weights and all(torch.equal(a[k], b[f"predictor.{k}"]) for k in weights)
+    assert any(k.startswith("correctors.1.") for k in b)
+    # a new corrector adds about nothing, so training starts from --init's layers
+    clip = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before, after = load_model(first)[0].eval()(clip), load_model(tuned)[0].eval()(clip)
+    assert (after - before).abs().max() < 0.05 < before.abs().max()
+
+
 def test_init_default_starts_from_the_packaged_model(videos, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no folder called "default" here: the name means the packaged model
     tuned = tmp_path / "tuned"

@@ -176,6 +176,7 @@ class _Start:
     cfg: TrainConfig
     ckpt: dict[str, Any] | None = None
     init_weights: dict[str, Any] | None = None
+    add_corrector: bool = False  # --init's weights are a predictor's; the corrector asked for starts fresh
     state: dict[str, Any] = field(default_factory=dict)
     step: int = 0
 
@@ -236,11 +237,16 @@ def _starting_point(dist: Distributed, model_cfg: ModelConfig, cfg: TrainConfig,
         start = _Start(*on_rank0(dist, lambda: (model_cfg, cfg)))
     if ckpt is None and start.cfg.init:
         # Fine-tuning: the architecture comes with the weights. Rank 0 reads them; DDP hands them to the others.
-        start.model_cfg = on_rank0(dist, lambda: read_model_info(start.cfg.init)[0])
+        # One exception: a corrector asked for, where the weights have none, is added after their predictor.
+        asked, init_cfg = start.model_cfg, on_rank0(dist, lambda: read_model_info(start.cfg.init)[0])
+        start.add_corrector = asked.corrector and not init_cfg.corrector
+        start.model_cfg = replace(init_cfg, corrector=True, corrector_steps=asked.corrector_steps) \
+            if start.add_corrector else init_cfg
     check_layers_for_blends(start.model_cfg, start.cfg)
     if ckpt is None and start.cfg.init and dist.is_main:
         start.init_weights = load_model(start.cfg.init)[0].state_dict()
-        log.info("starting from the weights of %s", start.cfg.init)
+        log.info("starting from the weights of %s%s", start.cfg.init,
+                 " and a new corrector after them" if start.add_corrector else "")
     return start
 
 
@@ -255,7 +261,8 @@ def _build(start: _Start, dist: Distributed, device: torch.device, memory_format
             raise ValueError("--sync-bn needs GPUs: torch's SyncBatchNorm does not run on CPU tensors")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if start.init_weights is not None:
-        model.load_state_dict(start.init_weights)
+        # A new corrector's last convolution starts near zero: training starts from --init's layers.
+        (model.predictor if start.add_corrector else model).load_state_dict(start.init_weights)
         start.init_weights = None
     return model
 

@@ -78,7 +78,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "offset per colour channel) to the loss: it rewards content, not tone (default 0: the paper's)")
     p.add_argument("--init", metavar="MODEL",
                    help="fine-tune: start from these weights (a run folder, a .safetensors file, or 'default' for "
-                        "the packaged model); the architecture comes with them")
+                        "the packaged model); the architecture comes with them, but --corrector adds a new "
+                        "corrector after a model that has none")
     p.add_argument("--iterations", type=int, help="iterations; the lr milestones scale with it")
     p.add_argument("--batch-size", type=int, help="global batch size over all ranks (paper: 10)")
     p.add_argument("--micro-batch", type=int,
