@@ -9,8 +9,9 @@ Part a: the tests marked ``cuda``; ``centrifuge bench`` of P-4 and PC-4 (paper-1
 the corrector) at 64x224x224 in bf16 against the paper's 0.5 s and 1 s per clip on a Quadro P4000; separate's
 frames/s on a generated 1080p clip; a short paper-112 training under torchrun on one GPU with ``--compile`` (its
 clips/s and MFU from the log). Part b: a time-boxed training of the photo recipe (``--preset``, default
-cpu-small, with ``--photos``, the clips and ``--more-clips``; full-resolution layers, or the tone-grid head with
-``--tone-grid 8`` as the packaged model, which cannot split by motion: docs/results.md), then
+cpu-small, with ``--photos``, the clips and ``--more-clips``; by default the packaged model's tone-grid head with
+a full-resolution corrector after it, which can learn to split by motion where the tone grid alone cannot:
+docs/results.md; ``--no-corrector`` and ``--tone-grid 0|8`` pick one head alone), then
 ``evaluate`` on ``--judge``'s clips, which it has not trained on (without it, on the trained-on clips, labelled so:
 plain, tone-matched, and tone-matched with every clip frozen, which tells whether the model uses motion),
 and the weights copied out. ``--part all`` runs both;
@@ -177,7 +178,8 @@ def recipe(steps: Steps, args: argparse.Namespace, figures: dict, dev: str) -> N
     steps.run("recipe-train", centrifuge(
         "train", args.clips, *args.more_clips, "--photos", *args.photos,
         *(["--cutouts", *args.cutouts] if args.cutouts else []),
-        "--preset", args.preset, "--tone-grid", str(args.tone_grid), "--tone-match", str(args.tone_match),
+        "--preset", args.preset, "--tone-grid", str(args.tone_grid),
+        "--corrector" if args.corrector else "--no-corrector", "--tone-match", str(args.tone_match),
         "--same-photo", str(args.same_photo), "--iterations",
         str(args.iterations), "--ckpt-every", str(args.ckpt_every), "--image-every", "0", "--no-progress",
         "--device", dev, "--out", str(run), "--overwrite", *size), args.minutes * 60 / steps.scale, time_box=True)
@@ -241,9 +243,12 @@ def main() -> int:
     p.add_argument("--photos", nargs="+", help="photo folder(s) for part b's recipe")
     p.add_argument("--cutouts", nargs="+", help="cut-out folder(s) with alpha for part b's recipe")
     p.add_argument("--preset", default="cpu-small", help="part b's recipe (default cpu-small, as the packaged model)")
-    p.add_argument("--tone-grid", type=int, default=0,
-                   help="part b's output head (default 0: full-resolution layers, the head that can learn to split "
-                        "by motion; 8: the tone grid of the packaged model, which cannot: docs/results.md)")
+    p.add_argument("--tone-grid", type=int, default=8,
+                   help="part b's predictor head (default 8: the tone grid of the packaged model, which cannot split "
+                        "by motion alone; 0: full-resolution layers: docs/results.md)")
+    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=True,
+                   help="part b: a full-resolution corrector after the predictor (default: on; with the tone grid "
+                        "it learns to split by motion, docs/results.md's twelfth session)")
     p.add_argument("--tone-match", type=float, default=0.0, metavar="P",
                    help="part b: make a share P of the blends of tone-matched layers (train --tone-match; default 0)")
     p.add_argument("--same-photo", type=float, default=0.0, metavar="P",
