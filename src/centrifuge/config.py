@@ -47,6 +47,7 @@ class TrainConfig:
     tone_free_loss: float = 0.0  # weight of a tone-invariant Eq. 3 term in training's loss (centrifuge.losses)
     synth_motion: float = 0.0  # probability of non-rigid motion, and of parallax, in a photo clip (centrifuge.synth)
     synth_fast: float = 0.3  # probability that a moving photo clip's camera is fast (centrifuge.synth)
+    synth_camera: float = 0.0  # probability of flicker, sensor noise and compression in a photo clip (camera_flaws)
     frames: int = 32
     size: int = 112
     resize_factor: float = 1.15
@@ -161,8 +162,8 @@ def _flag(name: str) -> str:
 
 
 # TrainConfig fields that are a probability or a share of the blends
-_SHARES = ("photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match", "same_photo", "still_layer",
-           "motion_textures")
+_SHARES = ("photo_fraction", "synth_motion", "synth_fast", "synth_camera", "reflection", "tone_match", "same_photo",
+           "still_layer", "motion_textures")
 
 
 def validate_train_config(cfg: TrainConfig) -> None:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .camera_flaws import camera_flaws
 from .sources import walk_once
 
 __all__ = ["IMAGE_EXTENSIONS", "SynthConfig", "PhotoLibrary", "PhotoSynth", "Path2D", "list_images", "camera_path",
@@ -67,6 +68,7 @@ class SynthConfig:
     flow: float = 0.0  # probability of non-rigid motion: a smooth flow field that sways over the clip
     flow_amplitude: tuple[float, float] = (0.005, 0.03)  # its largest displacement, in frame widths
     parallax: float = 0.0  # probability that the photo is split into a near and a far plane (moving cameras)
+    camera: float = 0.0  # probability of a camera's flaws: flicker, sensor noise, compression (camera_flaws)
     oversample: float = 2.0  # photos are kept at shortest side oversample * max(H, W): warps stay sharp
 
 
@@ -347,8 +349,11 @@ def render_layer(background: torch.Tensor, objects: Sequence[torch.Tensor], fram
     if cfg.parallax and not np.allclose(cam.start, cam.end) and rng.random() < cfg.parallax:
         far = (_far_camera(cam, rng), _depth_mask(rng, tuple(background.shape[-2:])))
     flow = flow_field(rng, frames, out_hw, cfg) if cfg.flow and rng.random() < cfg.flow else None
-    return render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains,
+    clip = render(background, cam, list(zip(objects, paths, strict=True)), frames, out_hw, shutter, gains,
                   far=far, flow=flow)
+    if cfg.camera and rng.random() < cfg.camera:
+        clip = camera_flaws(clip, rng)
+    return clip
 
 
 def render(background: torch.Tensor, camera: Path2D, objects: Sequence[tuple[torch.Tensor, Path2D]], frames: int,

@@ -92,7 +92,8 @@ def photo_synth(cfg: TrainConfig) -> PhotoSynth | None:
         return None
     from .synth import PhotoSynth, SynthConfig
 
-    synth = SynthConfig(flow=cfg.synth_motion, parallax=cfg.synth_motion, fast=cfg.synth_fast)
+    synth = SynthConfig(flow=cfg.synth_motion, parallax=cfg.synth_motion, fast=cfg.synth_fast,
+                        camera=cfg.synth_camera)
     return PhotoSynth(cfg.photos, cfg.cutouts, seed=cfg.seed, cfg=synth)
 
 

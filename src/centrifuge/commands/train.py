@@ -22,9 +22,9 @@ DEFAULT_PRESET = "paper-112"
 # flag -> TrainConfig field, for the flags that override one field
 _TRAIN_FLAGS = ["init", "iterations", "batch_size", "micro_batch", "lr", "momentum", "weight_decay", "optimizer",
                 "frames", "size", "resize_factor", "workers", "seed", "alpha", "kinetics_csv", "kinetics_split",
-                "file_list", "photo_fraction", "synth_motion", "synth_fast", "reflection", "tone_match",
-                "same_photo", "still_layer", "motion_textures", "tone_free_loss", "log_every", "ckpt_every",
-                "image_every", "grad_clip", "ema", "videos_per_blend", "val_every", "val_pairs"]
+                "file_list", "photo_fraction", "synth_motion", "synth_fast", "synth_camera", "reflection",
+                "tone_match", "same_photo", "still_layer", "motion_textures", "tone_free_loss", "log_every",
+                "ckpt_every", "image_every", "grad_clip", "ema", "videos_per_blend", "val_every", "val_pairs"]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +57,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--synth-fast", type=float, metavar="P",
                    help="probability that a moving photo clip's camera is fast (1.5 to 5%% of the view's width a "
                         "frame, else 0.2 to 1.5%%; 15%% of the cameras stay still either way; default 0.3)")
+    p.add_argument("--synth-camera", type=float, metavar="P",
+                   help="probability that a photo clip gets a real camera's flaws: flicker, sensor noise and "
+                        "JPEG-like compression, each of a random strength (default 0)")
     p.add_argument("--reflection", type=float, metavar="P",
                    help="make a share P of the blends like a scene and its reflection: the second layer blurred, "
                         "ghosted and faded, mixed in by a weight that changes across the frame (default 0)")
