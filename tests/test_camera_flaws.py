@@ -54,3 +54,25 @@ def test_synth_camera_off_leaves_todays_clips_and_the_flag_reaches_the_renderer(
     assert np.abs(flawed.astype(np.float32) - today).mean() < 12  # flaws, not a different clip
     with pytest.raises(ValueError, match=r"--synth-camera 2.0: must be in \[0, 1\]"):
         validate_train_config(TrainConfig(synth_camera=2.0))
+
+
+def test_cli_synth_shows_the_synthesiser_flags_and_refuses_a_bad_share(tmp_path, capsys):
+    import json
+
+    from centrifuge.cli import main
+    from centrifuge.video import read_video
+
+    small = np.random.default_rng(1).integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((160, 120), Image.Resampling.BICUBIC).save(tmp_path / "p.png")
+    args = ["synth", str(tmp_path), "--n", "1", "--frames", "4", "--size", "32"]
+    assert main([*args, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*args, "-o", str(tmp_path / "flawed"), "--synth-camera", "1"]) == 0
+    settings = json.loads((tmp_path / "flawed" / "synth.json").read_text())["settings"]
+    assert settings["synth_camera"] == 1.0 and settings["synth_motion"] == 0.0 and settings["synth_fast"] == 0.3
+    assert json.loads((tmp_path / "plain" / "synth.json").read_text())["settings"]["synth_camera"] == 0.0
+    plain, flawed = (read_video(tmp_path / d / "synth_000.mp4").astype(np.float32) for d in ("plain", "flawed"))
+    assert np.abs(plain - flawed).mean() > 0.5
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "bad"), "--synth-camera", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--synth-camera 1.5" in err[0] and not (tmp_path / "bad").exists()

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig, validate_train_config
 from ._common import check_photo_folders, int_at_least, positive_number
 
 
@@ -26,12 +27,18 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int_at_least(1), default=128, help="clip height and width (default 128)")
     p.add_argument("--fps", type=positive_number, default=25.0, help="frame rate of the written clips (default 25)")
     p.add_argument("--seed", type=int, default=0, help="clip i is a pure function of (seed, i)")
+    for flag, what in (("--synth-motion", "non-rigid motion and parallax (default 0)"),
+                       ("--synth-fast", "a fast camera, when it moves (default 0.3)"),
+                       ("--synth-camera", "a camera's flicker, sensor noise and compression (default 0)")):
+        p.add_argument(flag, type=float, metavar="P", help=f"as train's {flag}: probability of {what}")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a folder holding synth's files, replacing them (and only them: synth_NNN.mp4, "
                    "contact.png, synth.json)")
     p.set_defaults(func=run)
 
 
+#: TrainConfig fields that shape the rendered clips, with the same flags as train's
+_SYNTH_FIELDS = ("synth_motion", "synth_fast", "synth_camera")
 #: The names synth writes into --out: the only files it refuses to replace without --overwrite, or removes.
 OUTPUT_NAMES = re.compile(r"synth_\d{3,}\.mp4|contact\.png|synth\.json")
 MANIFEST = "synth.json"
@@ -43,13 +50,16 @@ def _listed(folder: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..output_set import OutputSet
-    from ..synth import PhotoSynth
+    from ..train import photo_synth
 
     check_photo_folders(args.photos, args.cutouts or [])
-    synth = PhotoSynth(args.photos, args.cutouts or [], seed=args.seed)
+    cfg = TrainConfig(photos=list(args.photos), cutouts=list(args.cutouts or []), seed=args.seed,
+                      **{k: getattr(args, k) for k in _SYNTH_FIELDS if getattr(args, k) is not None})
+    validate_train_config(cfg)
+    synth = photo_synth(cfg)
     out = OutputSet(args.out, "synth", OUTPUT_NAMES, MANIFEST, _listed, args.overwrite)
     try:
-        _render(args, synth, out)
+        _render(args, synth, out, cfg)
         written = out.commit()
     except BaseException:
         out.abort()
@@ -62,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render(args: argparse.Namespace, synth: Any, out: Any) -> None:
+def _render(args: argparse.Namespace, synth: Any, out: Any, cfg: TrainConfig) -> None:
     """The clips, the contact sheet and the manifest (written last: it marks a finished set), staged in ``out``."""
     import numpy as np
     from PIL import Image
@@ -76,5 +86,6 @@ def _render(args: argparse.Namespace, synth: Any, out: Any) -> None:
         rows.append(np.concatenate(list(clip[np.linspace(0, args.frames - 1, 6).round().astype(int)]), axis=1))
     Image.fromarray(np.concatenate(rows, 0)).save(out.path("contact.png"), format="PNG")
     settings = {k: getattr(args, k) for k in ("photos", "cutouts", "n", "frames", "size", "fps", "seed")}
+    settings.update({k: getattr(cfg, k) for k in _SYNTH_FIELDS})
     out.path(MANIFEST).write_text(json.dumps({"files": [*names, "contact.png", MANIFEST], "settings": settings},
                                              indent=2) + "\n")
