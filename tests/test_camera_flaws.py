@@ -14,6 +14,16 @@ from centrifuge.synth import PhotoSynth, SynthConfig
 from centrifuge.train import photo_synth
 
 
+@pytest.fixture
+def photo_dir(tmp_path):
+    """A folder with one textured photo."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    small = np.random.default_rng(0).integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((160, 120), Image.Resampling.BICUBIC).save(folder / "p.png")
+    return folder
+
+
 def _flat_clip(level: int, frames: int = 6) -> np.ndarray:
     return np.full((frames, 24, 32, 3), level, np.uint8)
 
@@ -42,12 +52,10 @@ def test_flicker_moves_whole_frames_and_compression_removes_fine_detail():
     assert np.abs(np.diff(out, axis=2)).mean() < 0.8 * np.abs(np.diff(clip.astype(np.float32), axis=2)).mean()
 
 
-def test_synth_camera_off_leaves_todays_clips_and_the_flag_reaches_the_renderer(tmp_path):
-    small = np.random.default_rng(0).integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((160, 120), Image.Resampling.BICUBIC).save(tmp_path / "p.png")
-    today = PhotoSynth([tmp_path], seed=0).clip(1, 6, 32)
-    assert np.array_equal(today, PhotoSynth([tmp_path], seed=0, cfg=SynthConfig(camera=0.0)).clip(1, 6, 32))
-    synth = photo_synth(TrainConfig(photos=[str(tmp_path)], synth_camera=1.0))
+def test_synth_camera_off_leaves_todays_clips_and_the_flag_reaches_the_renderer(photo_dir):
+    today = PhotoSynth([photo_dir], seed=0).clip(1, 6, 32)
+    assert np.array_equal(today, PhotoSynth([photo_dir], seed=0, cfg=SynthConfig(camera=0.0)).clip(1, 6, 32))
+    synth = photo_synth(TrainConfig(photos=[str(photo_dir)], synth_camera=1.0))
     assert synth is not None and synth.cfg.camera == 1.0
     flawed = synth.clip(1, 6, 32)
     assert flawed.shape == today.shape and not np.array_equal(flawed, today)
@@ -56,15 +64,13 @@ def test_synth_camera_off_leaves_todays_clips_and_the_flag_reaches_the_renderer(
         validate_train_config(TrainConfig(synth_camera=2.0))
 
 
-def test_cli_synth_shows_the_synthesiser_flags_and_refuses_a_bad_share(tmp_path, capsys):
+def test_cli_synth_shows_the_synthesiser_flags_and_refuses_a_bad_share(photo_dir, tmp_path, capsys):
     import json
 
     from centrifuge.cli import main
     from centrifuge.video import read_video
 
-    small = np.random.default_rng(1).integers(0, 256, size=(15, 20, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((160, 120), Image.Resampling.BICUBIC).save(tmp_path / "p.png")
-    args = ["synth", str(tmp_path), "--n", "1", "--frames", "4", "--size", "32"]
+    args = ["synth", str(photo_dir), "--n", "1", "--frames", "4", "--size", "32"]
     assert main([*args, "-o", str(tmp_path / "plain")]) == 0
     assert main([*args, "-o", str(tmp_path / "flawed"), "--synth-camera", "1"]) == 0
     settings = json.loads((tmp_path / "flawed" / "synth.json").read_text())["settings"]

@@ -27,6 +27,19 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that shape clips rendered from photos (TrainConfig's ``synth_*``), for train and synth alike."""
+    p.add_argument("--synth-motion", type=float, metavar="P",
+                   help="probability of non-rigid motion (a swaying flow field), and of parallax (a near and a far "
+                        "plane), in each photo clip (default 0)")
+    p.add_argument("--synth-fast", type=float, metavar="P",
+                   help="probability that a moving photo clip's camera is fast (1.5 to 5%% of the view's width a "
+                        "frame, else 0.2 to 1.5%%; 15%% of the cameras stay still either way; default 0.3)")
+    p.add_argument("--synth-camera", type=float, metavar="P",
+                   help="probability that a photo clip gets a real camera's flaws: flicker, sensor noise and "
+                        "JPEG-like compression, each of a random strength (default 0)")
+
+
 def positive_number(text: str) -> float:
     """An argparse type: a finite number > 0."""
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, validate_train_config
-from ._common import check_photo_folders, int_at_least, positive_number
+from ._common import add_synth_arguments, check_photo_folders, int_at_least, positive_number
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -27,10 +27,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int_at_least(1), default=128, help="clip height and width (default 128)")
     p.add_argument("--fps", type=positive_number, default=25.0, help="frame rate of the written clips (default 25)")
     p.add_argument("--seed", type=int, default=0, help="clip i is a pure function of (seed, i)")
-    for flag, what in (("--synth-motion", "non-rigid motion and parallax (default 0)"),
-                       ("--synth-fast", "a fast camera, when it moves (default 0.3)"),
-                       ("--synth-camera", "a camera's flicker, sensor noise and compression (default 0)")):
-        p.add_argument(flag, type=float, metavar="P", help=f"as train's {flag}: probability of {what}")
+    add_synth_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="write into a folder holding synth's files, replacing them (and only them: synth_NNN.mp4, "
                    "contact.png, synth.json)")

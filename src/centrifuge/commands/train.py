@@ -13,7 +13,7 @@ from ..checkpoint import CONFIG, WEIGHTS, recover_checkpoint, remove_checkpoint
 from ..config import TrainConfig, list_presets, load_preset, validate_train_config
 from ..errors import CentrifugeError
 from ..locks import hold_folder
-from ._common import add_model_args, add_shared_args, apply_model_args, check_photo_folders
+from ._common import add_model_args, add_shared_args, add_synth_arguments, apply_model_args, check_photo_folders
 
 if TYPE_CHECKING:
     from ..model import ModelConfig
@@ -51,15 +51,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "soft-edged crops of the photos)")
     p.add_argument("--photo-fraction", type=float, metavar="F",
                    help="probability that a layer of a blend is rendered from photos (default 0.5; 1 without videos)")
-    p.add_argument("--synth-motion", type=float, metavar="P",
-                   help="probability of non-rigid motion (a swaying flow field), and of parallax (a near and a far "
-                        "plane), in each photo clip (default 0)")
-    p.add_argument("--synth-fast", type=float, metavar="P",
-                   help="probability that a moving photo clip's camera is fast (1.5 to 5%% of the view's width a "
-                        "frame, else 0.2 to 1.5%%; 15%% of the cameras stay still either way; default 0.3)")
-    p.add_argument("--synth-camera", type=float, metavar="P",
-                   help="probability that a photo clip gets a real camera's flaws: flicker, sensor noise and "
-                        "JPEG-like compression, each of a random strength (default 0)")
+    add_synth_arguments(p)
     p.add_argument("--reflection", type=float, metavar="P",
                    help="make a share P of the blends like a scene and its reflection: the second layer blurred, "
                         "ghosted and faded, mixed in by a weight that changes across the frame (default 0)")
